@@ -1,0 +1,3 @@
+"""Scoreboard: a self-hosted live leaderboard server."""
+
+__version__ = "0.1.0"

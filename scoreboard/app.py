@@ -1,0 +1,127 @@
+"""Builds the services and the Tornado application: the route table lives here."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from .auth import TokenCodec
+from .config import Settings
+from .handlers import api
+from .handlers.base import BaseHandler, Health, NotFoundHandler, Ready, Services, public
+from .openapi import document
+from .service import ScoreboardService
+from .store import Store
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("scoreboard.access")
+
+JWT_SECRET_SETTING = "jwt_secret"
+# Tokens may arrive in the query string (WebSocket last resort); they never reach a log line.
+_SECRET_QUERY = re.compile(r"(access_token=)[^&]*")
+
+
+class OpenAPI(BaseHandler):
+    @public
+    def get(self) -> None:
+        self.write_json(document())
+
+
+#: (path template, handler). `{name}` segments become named groups passed to the handler.
+ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+    ("/healthz", Health),
+    ("/readyz", Ready),
+    ("/metrics", api.Metrics),
+    ("/api/openapi.json", OpenAPI),
+    ("/api/auth/register", api.Register),
+    ("/api/auth/login", api.Login),
+    ("/api/me", api.Me),
+    ("/api/boards", api.Boards),
+    ("/api/boards/{board_id}", api.Board),
+    ("/api/boards/{board_id}/leaderboard", api.Leaderboard),
+    ("/api/boards/{board_id}/players/{user_id}", api.Player),
+    ("/api/boards/{board_id}/players/{user_id}/around", api.Around),
+    ("/api/boards/{board_id}/scores", api.Scores),
+    ("/api/boards/{board_id}/updates", api.Updates),
+]
+
+
+def route_pattern(template: str) -> str:
+    """`/api/boards/{board_id}` -> `/api/boards/(?P<board_id>[^/]+)$`."""
+    return re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"
+
+
+def redacted_uri(uri: str) -> str:
+    return _SECRET_QUERY.sub(r"\1[redacted]", uri)
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log without secrets: the query's access_token is replaced."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(
+            level,
+            "%d %s %s (%s) %.2fms",
+            status,
+            request.method,
+            redacted_uri(request.uri or ""),
+            request.remote_ip,
+            1000.0 * request.request_time(),
+        )
+
+
+def resolve_jwt_secret(settings: Settings, store: Store) -> bytes:
+    """The configured secret, else the one stored in the database, else a new stored one."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.encode()
+    stored = store.get_setting_sync(JWT_SECRET_SETTING)
+    if stored is None:
+        store.set_setting_sync(JWT_SECRET_SETTING, secrets.token_urlsafe(48))
+        # Read back: another process may have stored its own secret first, and that one wins.
+        stored = store.get_setting_sync(JWT_SECRET_SETTING)
+        log.warning(
+            "no --jwt-secret given: generated one and stored it in the database, "
+            "so tokens survive restarts"
+        )
+    assert stored is not None
+    return stored.encode()
+
+
+def build_services(settings: Settings) -> Services:
+    """Open and migrate the database, settle the token keys, build the service."""
+    store = Store(settings.database_url)
+    store.migrate()
+    public_key = (
+        Path(settings.jwt_public_key_file).read_bytes() if settings.jwt_public_key_file else None
+    )
+    tokens = TokenCodec(
+        secret=resolve_jwt_secret(settings, store),
+        public_key_pem=public_key,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl=settings.token_ttl,
+    )
+    service = ScoreboardService(settings, store, tokens)
+    return Services(settings=settings, store=store, tokens=tokens, service=service)
+
+
+def make_app(services: Services, **extra: Any) -> tornado.web.Application:
+    """The Tornado application over already-built services."""
+    args = {"services": services}
+    handlers = [(route_pattern(path), handler, args) for path, handler in ROUTES]
+    return tornado.web.Application(
+        handlers,
+        default_handler_class=NotFoundHandler,
+        default_handler_args=args,
+        log_function=log_request,
+        compress_response=False,  # frames are small; gzip costs more CPU than it saves here
+        allowed_origins=services.settings.allowed_origins,
+        **extra,
+    )

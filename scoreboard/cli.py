@@ -1,0 +1,218 @@
+"""The command line of run.py: serve (default), migrate, token, user create, board create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Sequence
+
+from . import config
+from .app import build_services, make_app, resolve_jwt_secret
+from .auth import Role, TokenCodec, hash_password
+from .errors import ScoreboardError
+from .handlers.base import Services
+from .store import BoardConfig, Store, UserRow
+
+log = logging.getLogger("scoreboard")
+
+MAX_REQUEST_BYTES = 1024 * 1024  # anything above the API's 16 KiB is refused by the handlers
+SHUTDOWN_GRACE_S = 10.0  # in-flight submissions get this long to commit and be answered
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="Scoreboard leaderboard server")
+    config.add_flags(parser)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("migrate", help="upgrade the database to the newest schema and exit")
+
+    token = commands.add_parser("token", help="print a signed token")
+    token.add_argument("sub")
+    token.add_argument("--role", choices=[r.value for r in Role], default=Role.PLAYER.value)
+    token.add_argument("--name")
+    token.add_argument("--ttl", type=int)
+
+    user = commands.add_parser("user", help="manage accounts").add_subparsers(
+        dest="user_command", required=True
+    )
+    create_user = user.add_parser("create", help="create an account (password from stdin)")
+    create_user.add_argument("username")
+    create_user.add_argument("--role", choices=[r.value for r in Role], default=Role.PLAYER.value)
+    create_user.add_argument("--name", help="display name (default: the username)")
+
+    board = commands.add_parser("board", help="manage boards").add_subparsers(
+        dest="board_command", required=True
+    )
+    create_board = board.add_parser("create", help="create a board")
+    create_board.add_argument("id")
+    create_board.add_argument("--title", required=True)
+    create_board.add_argument("--order", choices=["desc", "asc"], default="desc")
+    create_board.add_argument("--operator", choices=["best", "set", "incr"], default="best")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = config.settings_from(args)
+    except config.ConfigError as exc:
+        print(f"scoreboard: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic narrates every plugin it loads at INFO; its upgrades still show as warnings+.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
+    try:
+        if args.command is None:
+            return serve(settings)
+        if args.command == "migrate":
+            Store(settings.database_url).migrate()
+            print("database is at the newest schema")
+            return 0
+        if args.command == "token":
+            print(_token(settings, args))
+            return 0
+        if args.command == "user":
+            return _create_user(settings, args)
+        return _create_board(settings, args)
+    except ScoreboardError as exc:
+        print(f"scoreboard: {exc.detail}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a bad subject, role or TTL for `token`
+        print(f"scoreboard: {exc}", file=sys.stderr)
+        return 1
+
+
+def _migrated_store(settings: config.Settings) -> Store:
+    store = Store(settings.database_url)
+    store.migrate()
+    return store
+
+
+def _token(settings: config.Settings, args: argparse.Namespace) -> str:
+    store = _migrated_store(settings)
+    try:
+        codec = TokenCodec(
+            secret=resolve_jwt_secret(settings, store),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl=settings.token_ttl,
+        )
+    finally:
+        store.close()
+    return codec.issue(args.sub, role=Role(args.role), name=args.name, ttl=args.ttl)
+
+
+def _create_user(settings: config.Settings, args: argparse.Namespace) -> int:
+    from .service import MIN_PASSWORD_LENGTH
+    from .validation import identifier
+
+    username = identifier(args.username, "username")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {username}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        print(
+            f"scoreboard: the password needs at least {MIN_PASSWORD_LENGTH} characters",
+            file=sys.stderr,
+        )
+        return 1
+    store = _migrated_store(settings)
+    try:
+        store.create_user_sync(
+            UserRow(
+                id=username,
+                name=args.name or username,
+                role=args.role,
+                password_hash=hash_password(password),
+            )
+        )
+    finally:
+        store.close()
+    print(f"created user {username} with role {args.role}")
+    return 0
+
+
+def _create_board(settings: config.Settings, args: argparse.Namespace) -> int:
+    from .validation import identifier, text
+
+    board = BoardConfig(
+        id=identifier(args.id, "id"),
+        title=text(args.title, "title", max_length=200),
+        order=args.order,
+        operator=args.operator,
+        min_score=None,
+        max_score=None,
+        player_submissions=True,
+        reset_schedule="never",
+        created_at=time.time(),
+    )
+    store = _migrated_store(settings)
+    try:
+        store.create_board_sync(board)
+    finally:
+        store.close()
+    print(f"created board {board.id}")
+    return 0
+
+
+def serve(settings: config.Settings) -> int:
+    if settings.redis_url is not None or settings.processes > 1:
+        print(
+            "scoreboard: cluster mode (--redis-url, --processes) is not available yet",
+            file=sys.stderr,
+        )
+        return 2
+    services = build_services(settings)
+    asyncio.run(_serve(services))
+    return 0
+
+
+def _ssl_context(settings: config.Settings) -> ssl.SSLContext | None:
+    if settings.certfile is None or settings.keyfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.certfile, settings.keyfile)
+    return context
+
+
+async def _serve(services: Services) -> None:
+    settings = services.settings
+    loop = asyncio.get_running_loop()
+    services.store.start(loop)
+    app = make_app(services)
+    server = app.listen(
+        settings.port,
+        settings.host,
+        max_body_size=MAX_REQUEST_BYTES,
+        ssl_options=_ssl_context(settings),
+    )
+    scheme = "https" if settings.certfile else "http"
+    log.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loading = asyncio.create_task(services.service.load())
+    await stop.wait()
+    log.info("shutting down: no new connections; finishing in-flight submissions")
+    server.stop()
+    await shutdown(services)
+    if not loading.done():
+        loading.cancel()
+    log.info("stopped")
+
+
+async def shutdown(services: Services) -> None:
+    """Let running submissions commit and answer, then drain and close the store."""
+    if services.hub is not None:
+        await services.hub.close_all()
+    await services.service.drain(SHUTDOWN_GRACE_S)
+    await asyncio.get_running_loop().run_in_executor(None, services.store.close)

@@ -1,0 +1,210 @@
+"""Settings: every flag of SPEC section 1 with its SCOREBOARD_* variable, in one frozen object.
+
+This is the only module that reads `os.environ`. A flag on the command line wins over the
+variable, which wins over the default. Values are validated here, at start, so that a bad
+setting stops the process with one clear line instead of failing later at the first request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "SCOREBOARD_"
+MIN_JWT_SECRET_BYTES = 32  # HS256 keys shorter than the hash output are brute-forceable
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the flag and the bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the process is configured with; built once by `parse_settings`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8888
+    database_url: str = "sqlite:///scoreboard.db"
+    jwt_secret: str | None = None
+    jwt_public_key_file: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    token_ttl: int = 86400
+    allowed_origins: tuple[str, ...] = ()
+    anonymous_read: bool = False
+    redis_url: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    max_connections: int = 20000
+    max_connections_per_user: int = 10
+    broadcast_interval_ms: int = 100
+    ping_interval: float = 20.0
+    log_level: str = "info"
+    processes: int = 1
+    # Beyond SPEC section 1 (documented in the README): the tunable limits of section 3.
+    score_rate: float = 10.0  # submissions per second per player `sub`
+    score_burst: int = 20
+    login_rate: float = 0.2  # login attempts per second per client address (12 a minute)
+    login_burst: int = 10
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated again (used by tests to shrink timers)."""
+        return validate(dataclasses.replace(self, **changes))
+
+
+@dataclass(frozen=True, slots=True)
+class _Flag:
+    name: str  # the dataclass field
+    kind: type
+    help: str
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+FLAGS: tuple[_Flag, ...] = (
+    _Flag("host", str, "address to bind"),
+    _Flag("port", int, "port to bind"),
+    _Flag("database_url", str, "SQLAlchemy URL (sqlite:///… or postgresql+psycopg://…)"),
+    _Flag("jwt_secret", str, "HS256 key, at least 32 bytes; generated and stored when absent"),
+    _Flag("jwt_public_key_file", str, "PEM public key of an outside token issuer"),
+    _Flag("jwt_issuer", str, "required `iss` of tokens"),
+    _Flag("jwt_audience", str, "required `aud` of tokens"),
+    _Flag("token_ttl", int, "seconds of life of tokens this server issues"),
+    _Flag("allowed_origins", str, "comma-separated exact browser origins allowed"),
+    _Flag("anonymous_read", bool, "allow reads without a token"),
+    _Flag("redis_url", str, "Redis URL; enables cluster mode"),
+    _Flag("certfile", str, "TLS certificate (PEM) to serve HTTPS and WSS"),
+    _Flag("keyfile", str, "TLS private key (PEM)"),
+    _Flag("max_connections", int, "WebSocket connections per process"),
+    _Flag("max_connections_per_user", int, "WebSocket connections per user"),
+    _Flag("broadcast_interval_ms", int, "coalescing window of score_update frames"),
+    _Flag("ping_interval", float, "seconds between protocol pings (and the pong timeout)"),
+    _Flag("log_level", str, "debug, info, warning, error or critical"),
+    _Flag("processes", int, "processes sharing the port (cluster mode for more than 1)"),
+    _Flag("score_rate", float, "score submissions per second per player"),
+    _Flag("score_burst", int, "burst of score submissions per player"),
+    _Flag("login_rate", float, "login attempts per second per client address"),
+    _Flag("login_burst", int, "burst of login attempts per client address"),
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add every settings flag to `parser`; unset flags stay None so the env/default applies."""
+    group = parser.add_argument_group("server settings")
+    for flag in FLAGS:
+        if flag.kind is bool:
+            group.add_argument(
+                flag.option,
+                dest=flag.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{flag.help} (env {flag.env})",
+            )
+        else:
+            group.add_argument(
+                flag.option, dest=flag.name, default=None, help=f"{flag.help} (env {flag.env})"
+            )
+
+
+def settings_from(
+    namespace: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build validated Settings from parsed flags, falling back to `environ`, then defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for flag in FLAGS:
+        raw = getattr(namespace, flag.name, None)
+        source = flag.option
+        if raw is None and flag.env in environ:
+            raw, source = environ[flag.env], flag.env
+        if raw is None:
+            continue
+        values[flag.name] = _convert(flag, raw, source)
+    return validate(Settings(**values))
+
+
+def parse_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from a plain list of flags (no subcommand); used by tests and embedders."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_flags(parser)
+    return settings_from(parser.parse_args(list(argv)), os.environ if environ is None else environ)
+
+
+def _convert(flag: _Flag, raw: Any, source: str) -> Any:
+    if flag.kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{source}: expected true or false, got {raw!r}")
+    if flag.name == "allowed_origins":
+        return tuple(part.strip().rstrip("/") for part in str(raw).split(",") if part.strip())
+    try:
+        return flag.kind(raw)
+    except ValueError:
+        raise ConfigError(f"{source}: expected {flag.kind.__name__}, got {raw!r}") from None
+
+
+def validate(settings: Settings) -> Settings:
+    """Check every value; raises ConfigError naming the first bad setting."""
+    s = settings
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"--port: expected 0-65535, got {s.port!r}")
+    if s.jwt_secret is not None and len(s.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(
+            f"--jwt-secret: must be at least {MIN_JWT_SECRET_BYTES} bytes, "
+            f"got {len(s.jwt_secret.encode())}"
+        )
+    if s.jwt_public_key_file is not None and not os.path.isfile(s.jwt_public_key_file):
+        raise ConfigError(f"--jwt-public-key-file: no such file {s.jwt_public_key_file!r}")
+    if (s.certfile is None) != (s.keyfile is None):
+        raise ConfigError("--certfile and --keyfile: give both or neither")
+    if not s.database_url.startswith(("sqlite:", "postgresql")):
+        raise ConfigError(
+            f"--database-url: expected sqlite:///… or postgresql+psycopg://…, "
+            f"got {s.database_url!r}"
+        )
+    for origin in s.allowed_origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ConfigError(f"--allowed-origins: expected scheme://host[:port], got {origin!r}")
+    positive = {
+        "token_ttl": s.token_ttl,
+        "max_connections": s.max_connections,
+        "max_connections_per_user": s.max_connections_per_user,
+        "broadcast_interval_ms": s.broadcast_interval_ms,
+        "ping_interval": s.ping_interval,
+        "processes": s.processes,
+        "score_rate": s.score_rate,
+        "score_burst": s.score_burst,
+        "login_rate": s.login_rate,
+        "login_burst": s.login_burst,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be positive, got {value!r}")
+    if s.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"--log-level: expected one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}"
+        )
+    if s.processes > 1 and s.redis_url is None:
+        raise ConfigError("--processes: more than 1 needs --redis-url (cluster mode)")
+    return s

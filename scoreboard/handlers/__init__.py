@@ -1,0 +1,1 @@
+"""Thin Tornado handlers: parse the request, call one service function, write the answer."""

@@ -1,0 +1,130 @@
+"""The JSON API of SPEC section 3: each method parses, calls one service function, answers."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from .. import validation
+from ..service import MAX_AROUND_RADIUS, MAX_PAGE_LIMIT, MAX_POLL_TIMEOUT_S
+from .base import BaseHandler, admin, authenticated, public, reader
+
+
+class Metrics(BaseHandler):
+    """Prometheus text format of the default registry."""
+
+    @public
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(REGISTRY))
+
+
+class Register(BaseHandler):
+    @public
+    async def post(self) -> None:
+        self.write_json(await self.service.register(self.json_body()), 201)
+
+
+class Login(BaseHandler):
+    @public
+    async def post(self) -> None:
+        answer = await self.service.login(self.json_body(), address=self.request.remote_ip or "")
+        self.write_json(answer)
+
+
+class Me(BaseHandler):
+    @authenticated
+    def get(self) -> None:
+        assert self.identity is not None
+        self.write_json(self.service.me(self.identity))
+
+
+class Boards(BaseHandler):
+    @reader
+    def get(self) -> None:
+        self.write_json({"boards": self.service.list_boards()})
+
+    @admin
+    async def post(self) -> None:
+        self.write_json(await self.service.create_board(self.json_body()), 201)
+
+
+class Board(BaseHandler):
+    @reader
+    def get(self, board_id: str) -> None:
+        self.write_json(self.service.board(board_id).to_json())
+
+    @admin
+    async def patch(self, board_id: str) -> None:
+        self.write_json(await self.service.update_board(board_id, self.json_body()))
+
+    @admin
+    async def delete(self, board_id: str) -> None:
+        await self.service.delete_board(board_id)
+        self.set_status(204)
+        self.finish()
+
+
+class Leaderboard(BaseHandler):
+    @reader
+    def get(self, board_id: str) -> None:
+        limit = validation.query_int(
+            self.get_query_argument("limit", None), "limit", default=10, low=1, high=MAX_PAGE_LIMIT
+        )
+        offset = validation.query_int(
+            self.get_query_argument("offset", None), "offset", default=0, low=0, high=2**53 - 1
+        )
+        self.write_json(self.service.leaderboard(board_id, limit=limit, offset=offset))
+
+
+class Player(BaseHandler):
+    @reader
+    def get(self, board_id: str, user_id: str) -> None:
+        self.write_json(self.service.player(board_id, user_id))
+
+
+class Around(BaseHandler):
+    @reader
+    def get(self, board_id: str, user_id: str) -> None:
+        radius = validation.query_int(
+            self.get_query_argument("radius", None),
+            "radius",
+            default=5,
+            low=0,
+            high=MAX_AROUND_RADIUS,
+        )
+        self.write_json(self.service.around(board_id, user_id, radius=radius))
+
+
+class Scores(BaseHandler):
+    @authenticated
+    async def post(self, board_id: str) -> None:
+        assert self.identity is not None
+        result = await self.service.submit_score(
+            self.identity,
+            board_id,
+            self.json_body(),
+            idempotency_key=self.request.headers.get("Idempotency-Key"),
+        )
+        self.write_json(result)
+
+
+class Updates(BaseHandler):
+    """Long-poll for browsers without WebSocket: answers when `seq` passes `since`."""
+
+    @reader
+    async def get(self, board_id: str) -> None:
+        since = validation.query_int(
+            self.get_query_argument("since", None), "since", default=0, low=0, high=2**53 - 1
+        )
+        timeout = validation.query_int(
+            self.get_query_argument("timeout", None),
+            "timeout",
+            default=25,
+            low=0,
+            high=MAX_POLL_TIMEOUT_S,
+        )
+        answer = await self.service.wait_for_update(
+            board_id, since=since, timeout=timeout, identity=self.identity
+        )
+        if not self.request.connection.stream.closed():  # type: ignore[union-attr]
+            self.write_json(answer)

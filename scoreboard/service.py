@@ -1,0 +1,622 @@
+"""The use cases: boards, scores, accounts and reads — validate, persist, apply, publish.
+
+Handlers (HTTP and WebSocket) call these and nothing deeper. Every accepted change is handed to
+the registered BoardListeners (the live-delivery hub, the long-poll waiters) after its commit,
+so transports never learn about each other.
+
+Ordering of a score submission: the ranking engine applies it in memory at once (so that
+concurrent submissions of one player see each other, in arrival order), the store commits it in
+the writer's next group commit, and only then is the caller answered and the change published.
+If the commit fails, the board is reloaded from the database so memory never keeps a change the
+database does not have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import orjson
+
+from . import metrics, validation
+from .auth import DUMMY_PASSWORD_HASH, Identity, Role, TokenCodec, hash_password, verify_password
+from .config import Settings
+from .errors import (
+    AuthFailed,
+    Conflict,
+    Forbidden,
+    Internal,
+    NotFound,
+    NotReady,
+    RateLimited,
+    ScoreboardError,
+    ValidationFailed,
+)
+from .limits import KeyedLimiter
+from .ranking import TOP_N, Entry, Leaderboard, Operator, Order, Outcome
+from .store import BoardConfig, ScoreWrite, Store, UserRow
+
+log = logging.getLogger(__name__)
+
+ORDERS = tuple(o.value for o in Order)
+OPERATORS = tuple(o.value for o in Operator)
+# Seasons (scheduled resets) are not built yet; only "never" is accepted until they are.
+RESET_SCHEDULES = ("never",)
+MAX_TITLE_LENGTH = 200
+MAX_NAME_LENGTH = 64
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024  # scrypt of a megabyte password is a cheap denial of service
+MAX_AROUND_RADIUS = 100
+MAX_PAGE_LIMIT = 1000
+MAX_POLL_TIMEOUT_S = 60
+
+SCORE_FIELDS = frozenset({"score", "subscore", "user_id", "metadata"})
+BOARD_FIELDS = frozenset(
+    {
+        "id",
+        "title",
+        "order",
+        "operator",
+        "min_score",
+        "max_score",
+        "player_submissions",
+        "reset_schedule",
+    }
+)
+PATCHABLE_BOARD_FIELDS = frozenset(
+    {"title", "min_score", "max_score", "player_submissions", "reset_schedule"}
+)
+REGISTER_FIELDS = frozenset({"username", "password", "display_name"})
+LOGIN_FIELDS = frozenset({"username", "password"})
+
+
+class BoardListener(Protocol):
+    """Told of every committed change; must not block (it runs on the IOLoop)."""
+
+    def score_accepted(self, board_id: str, outcome: Outcome, accepted_at: float) -> None: ...
+
+    def board_reset(self, board_id: str) -> None: ...
+
+    def board_deleted(self, board_id: str) -> None: ...
+
+
+@dataclass(slots=True)
+class BoardState:
+    """A board's configuration and its in-memory standings."""
+
+    config: BoardConfig
+    ranks: Leaderboard
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "id": c.id,
+            "title": c.title,
+            "order": c.order,
+            "operator": c.operator,
+            "min_score": c.min_score,
+            "max_score": c.max_score,
+            "player_submissions": c.player_submissions,
+            "reset_schedule": c.reset_schedule,
+            "players": len(self.ranks),
+            "seq": self.ranks.seq,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """A validated score submission."""
+
+    user_id: str
+    score: int
+    subscore: int
+    metadata: dict[str, Any] | None
+
+
+class UpdateWaiters:
+    """Long-poll waiters per board, woken by committed changes (a BoardListener)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+
+    async def wait(self, board_id: str, timeout: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        waiters = self._waiting.setdefault(board_id, set())
+        waiters.add(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters.discard(future)
+            if not waiters:
+                self._waiting.pop(board_id, None)
+
+    def _wake(self, board_id: str) -> None:
+        for future in self._waiting.get(board_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def score_accepted(self, board_id: str, outcome: Outcome, accepted_at: float) -> None:
+        if outcome.improved:
+            self._wake(board_id)
+
+    def board_reset(self, board_id: str) -> None:
+        self._wake(board_id)
+
+    def board_deleted(self, board_id: str) -> None:
+        self._wake(board_id)
+
+
+def request_fingerprint(board_id: str, body: dict[str, Any]) -> str:
+    """Hash of what an idempotent request asked for: same key + other body is a 422."""
+    canonical = orjson.dumps({"board": board_id, "body": body}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+class ScoreboardService:
+    """Owns the in-memory boards and every use case over them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        tokens: TokenCodec,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.tokens = tokens
+        self.clock = clock
+        self.boards: dict[str, BoardState] = {}
+        self.ready = False
+        self.updates = UpdateWaiters()
+        self._listeners: list[BoardListener] = [self.updates]
+        self._score_limiter = KeyedLimiter(settings.score_rate, settings.score_burst)
+        self._login_limiter = KeyedLimiter(settings.login_rate, settings.login_burst)
+        self._in_flight: set[tuple[str, str]] = set()  # (actor, idempotency key)
+        self._submissions_running = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def add_listener(self, listener: BoardListener) -> None:
+        self._listeners.append(listener)
+
+    async def load(self) -> None:
+        """Load every board from the database (on a thread), then mark the service ready."""
+        loaded = await asyncio.get_running_loop().run_in_executor(None, self.store.load_boards)
+        for item in loaded:
+            self.boards[item.config.id] = self._board_state(item.config, item.records, item.seq)
+        # The boards are long-lived: move them out of the collector's view, or each full
+        # collection walks millions of records (about 170 ms at 1M players) and stalls the loop.
+        gc.collect()
+        gc.freeze()
+        self.ready = True
+        log.info(
+            "loaded %d boards with %d players",
+            len(self.boards),
+            sum(len(b.ranks) for b in self.boards.values()),
+        )
+
+    @staticmethod
+    def _board_state(config: BoardConfig, records: list, seq: int) -> BoardState:
+        ranks = Leaderboard(Order(config.order), Operator(config.operator), seq=seq)
+        ranks.load(records, seq=seq)
+        metrics.BOARD_PLAYERS.labels(config.id).set(len(ranks))
+        return BoardState(config, ranks)
+
+    async def reload_board(self, board_id: str) -> None:
+        """Replace a board's memory with the database's state (after a failed commit)."""
+        loop = asyncio.get_running_loop()
+        item = await loop.run_in_executor(None, self.store.load_board, board_id)
+        if item is None:
+            self._forget_board(board_id)
+            return
+        self.boards[board_id] = self._board_state(item.config, item.records, item.seq)
+        self._publish("board_reset", board_id)
+
+    async def check_ready(self) -> None:
+        """Raise unless the boards are loaded and the database answers."""
+        if not self.ready:
+            raise NotReady("leaderboards are still loading")
+        try:
+            await asyncio.wait_for(self.store.ping(), timeout=2.0)
+        except Exception as exc:  # any database failure means not ready
+            raise NotReady("the database does not answer") from exc
+
+    # -- boards ----------------------------------------------------------------------------
+
+    def board(self, board_id: str) -> BoardState:
+        state = self.boards.get(board_id)
+        if state is None:
+            raise NotFound(f"no board {board_id!r}")
+        return state
+
+    def list_boards(self) -> list[dict[str, Any]]:
+        return [state.to_json() for state in self.boards.values()]
+
+    async def create_board(self, body: dict[str, Any]) -> dict[str, Any]:
+        validation.reject_unknown(body, BOARD_FIELDS)
+        if "id" not in body or "title" not in body:
+            raise ValidationFailed("id and title are required")
+        config = BoardConfig(
+            id=validation.identifier(body["id"], "id"),
+            title=validation.text(body["title"], "title", max_length=MAX_TITLE_LENGTH),
+            order=validation.choice(body.get("order", "desc"), "order", ORDERS),
+            operator=validation.choice(body.get("operator", "best"), "operator", OPERATORS),
+            min_score=validation.optional_integer(body.get("min_score"), "min_score"),
+            max_score=validation.optional_integer(body.get("max_score"), "max_score"),
+            player_submissions=validation.boolean(
+                body.get("player_submissions", True), "player_submissions"
+            ),
+            reset_schedule=validation.choice(
+                body.get("reset_schedule", "never"), "reset_schedule", RESET_SCHEDULES
+            ),
+            created_at=self.clock(),
+        )
+        _check_bounds(config)
+        if config.id in self.boards:
+            raise Conflict(f"board {config.id!r} exists")
+        await self.store.create_board(config)
+        state = self._board_state(config, [], 0)
+        self.boards[config.id] = state
+        return state.to_json()
+
+    async def update_board(self, board_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        state = self.board(board_id)
+        validation.reject_unknown(body, PATCHABLE_BOARD_FIELDS)
+        changes: dict[str, Any] = {}
+        if "title" in body:
+            changes["title"] = validation.text(body["title"], "title", max_length=MAX_TITLE_LENGTH)
+        for field in ("min_score", "max_score"):
+            if field in body:
+                changes[field] = validation.optional_integer(body[field], field)
+        if "player_submissions" in body:
+            changes["player_submissions"] = validation.boolean(
+                body["player_submissions"], "player_submissions"
+            )
+        if "reset_schedule" in body:
+            changes["reset_schedule"] = validation.choice(
+                body["reset_schedule"], "reset_schedule", RESET_SCHEDULES
+            )
+        config = replace(state.config, **changes)
+        _check_bounds(config)
+        await self.store.update_board(config)
+        state = self.board(board_id)  # it may have been deleted while we waited
+        state.config = config
+        return state.to_json()
+
+    async def delete_board(self, board_id: str) -> None:
+        self.board(board_id)
+        await self.store.delete_board(board_id)
+        self._forget_board(board_id)
+
+    def _forget_board(self, board_id: str) -> None:
+        if self.boards.pop(board_id, None) is not None:
+            metrics.forget_board(board_id)
+            self._publish("board_deleted", board_id)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def leaderboard(self, board_id: str, *, limit: int, offset: int) -> dict[str, Any]:
+        state = self.board(board_id)
+        return {
+            "board": board_id,
+            "seq": state.ranks.seq,
+            "total": len(state.ranks),
+            "entries": [e.to_json() for e in state.ranks.page(offset, limit)],
+        }
+
+    def player(self, board_id: str, user_id: str) -> dict[str, Any]:
+        entry = self.board(board_id).ranks.entry(user_id)
+        if entry is None:
+            raise NotFound(f"player {user_id!r} has no score on board {board_id!r}")
+        return entry.to_json()
+
+    def around(self, board_id: str, user_id: str, *, radius: int) -> dict[str, Any]:
+        state = self.board(board_id)
+        if user_id not in state.ranks:
+            raise NotFound(f"player {user_id!r} has no score on board {board_id!r}")
+        return {
+            "board": board_id,
+            "seq": state.ranks.seq,
+            "entries": [e.to_json() for e in state.ranks.around(user_id, radius)],
+        }
+
+    def top(self, board_id: str) -> list[Entry]:
+        return self.board(board_id).ranks.top(TOP_N)
+
+    def board_view(self, board_id: str, identity: Identity | None) -> dict[str, Any]:
+        """`{board, seq, top_10, you}`: the state a long-poll (or a snapshot) carries."""
+        state = self.board(board_id)
+        you = state.ranks.entry(identity.sub) if identity is not None else None
+        return {
+            "board": board_id,
+            "seq": state.ranks.seq,
+            "top_10": [e.to_json() for e in state.ranks.top(TOP_N)],
+            "you": you.to_json() if you is not None else None,
+        }
+
+    async def wait_for_update(
+        self, board_id: str, *, since: int, timeout: float, identity: Identity | None
+    ) -> dict[str, Any]:
+        """Answer as soon as the board's seq passes `since`, or after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.board(board_id).ranks.seq <= since:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self.updates.wait(board_id, remaining)
+        return self.board_view(board_id, identity)
+
+    def me(self, identity: Identity) -> dict[str, Any]:
+        boards = []
+        name = identity.name
+        for board_id, state in self.boards.items():
+            entry = state.ranks.entry(identity.sub)
+            if entry is not None:
+                boards.append({"board": board_id, "rank": entry.rank, "score": entry.score})
+                name = name or entry.name
+        return {
+            "user_id": identity.sub,
+            "name": name or identity.sub,
+            "role": identity.role.value,
+            "boards": boards,
+        }
+
+    # -- scores ----------------------------------------------------------------------------
+
+    def parse_score(
+        self, identity: Identity, state: BoardState, body: dict[str, Any]
+    ) -> ScoreRequest:
+        """Permission and value checks of a submission (403, then 422)."""
+        validation.reject_unknown(body, SCORE_FIELDS)
+        user_id = body.get("user_id", identity.sub)
+        if user_id != identity.sub:
+            user_id = validation.identifier(user_id, "user_id")
+            if identity.role not in (Role.SERVER, Role.ADMIN):
+                raise Forbidden("only server and admin tokens may submit for another user_id")
+        if identity.role is Role.PLAYER and not state.config.player_submissions:
+            raise Forbidden(f"board {state.config.id!r} does not take scores from players")
+        if "score" not in body:
+            raise ValidationFailed("score is required")
+        return ScoreRequest(
+            user_id=user_id,
+            score=validation.safe_integer(body["score"], "score"),
+            subscore=validation.safe_integer(body.get("subscore", 0), "subscore"),
+            metadata=validation.metadata(body.get("metadata")),
+        )
+
+    def _check_rate(self, identity: Identity) -> None:
+        # Server and admin tokens are trusted integrations and are not limited.
+        if identity.role is not Role.PLAYER:
+            return
+        wait = self._score_limiter.take(identity.sub, time.monotonic())
+        if wait > 0:
+            metrics.SUBMISSIONS_BY_RESULT["rate_limited"].inc()
+            raise RateLimited(f"over {self.settings.score_rate:g} scores/s", retry_after=wait)
+
+    async def submit_score(
+        self,
+        identity: Identity,
+        board_id: str,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Validate, apply, commit and publish one score; returns the Result once durable."""
+        self._submissions_running += 1
+        try:
+            return await self._submit_score(identity, board_id, body, idempotency_key)
+        except RateLimited:
+            raise
+        except ScoreboardError:
+            metrics.SUBMISSIONS_BY_RESULT["rejected"].inc()
+            raise
+        finally:
+            self._submissions_running -= 1
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to `timeout` s) until no submission is between its arrival and its answer."""
+        deadline = time.monotonic() + timeout
+        while self._submissions_running and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _submit_score(
+        self, identity: Identity, board_id: str, body: dict[str, Any], key: str | None
+    ) -> dict[str, Any]:
+        state = self.board(board_id)
+        request = self.parse_score(identity, state, body)
+        fingerprint = None
+        if key is not None:
+            if not 1 <= len(key) <= 255:
+                raise ValidationFailed(f"Idempotency-Key must be 1-255 characters, got {len(key)}")
+            fingerprint = request_fingerprint(board_id, body)
+            if (identity.sub, key) in self._in_flight:
+                raise Conflict("a request with this Idempotency-Key is still in flight")
+            self._in_flight.add((identity.sub, key))
+        try:
+            if key is not None:
+                stored = await self.store.find_answer(identity.sub, key)
+                if stored is not None:
+                    if stored.request_hash != fingerprint:
+                        raise ValidationFailed("Idempotency-Key was used with another request body")
+                    metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
+                    return stored.response
+            self._check_rate(identity)
+            return await self._apply_and_commit(
+                identity, self.board(board_id), request, key, fingerprint
+            )
+        finally:
+            if key is not None:
+                self._in_flight.discard((identity.sub, key))
+
+    async def _apply_and_commit(
+        self,
+        identity: Identity,
+        state: BoardState,
+        request: ScoreRequest,
+        key: str | None,
+        fingerprint: str | None,
+    ) -> dict[str, Any]:
+        board_id = state.config.id
+        ranks = state.ranks
+        stored = ranks.preview(request.user_id, request.score, request.subscore)
+        # best/set store the submitted score, so it must itself be in bounds; incr stores a sum,
+        # so the bound applies to the sum.
+        checked = stored[0] if ranks.operator is Operator.INCR else request.score
+        _check_score_bounds(state.config, checked, stored)
+        now = self.clock()
+        outcome = ranks.submit(
+            request.user_id,
+            self._display_name(identity, state, request.user_id),
+            request.score,
+            request.subscore,
+            now=now,
+        )
+        result = {
+            "board": board_id,
+            "user_id": outcome.user_id,
+            "score": outcome.score,
+            "subscore": outcome.subscore,
+            "rank": outcome.rank,
+            "previous_rank": outcome.previous_rank,
+            "improved": outcome.improved,
+            "seq": outcome.seq,
+        }
+        write = ScoreWrite(
+            board_id=board_id,
+            user_id=outcome.user_id,
+            user_name=outcome.name,
+            score=outcome.score,
+            subscore=outcome.subscore,
+            reached_seq=outcome.record.reached_seq,
+            updated_at=outcome.record.updated_at,
+            seq=outcome.seq,
+            improved=outcome.improved,
+            actor=identity.sub,
+            idempotency_key=key,
+            request_hash=fingerprint,
+            response=result,
+            submitted_score=request.score,
+            submitted_subscore=request.subscore,
+            metadata=request.metadata,
+        )
+        try:
+            await self.store.write_score(write)
+        except Exception as exc:
+            # Memory already holds the change; put it back in line with the database.
+            log.warning("score write on %s failed (%s); reloading the board", board_id, exc)
+            await self.reload_board(board_id)
+            if isinstance(exc, ScoreboardError):
+                raise
+            raise Internal("the score could not be stored") from exc
+        if outcome.improved:
+            metrics.SUBMISSIONS_BY_RESULT["accepted"].inc()
+            metrics.BOARD_PLAYERS.labels(board_id).set(len(ranks))
+            accepted_at = time.monotonic()
+            for listener in self._listeners:
+                listener.score_accepted(board_id, outcome, accepted_at)
+        else:
+            metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
+        return result
+
+    @staticmethod
+    def _display_name(identity: Identity, state: BoardState, user_id: str) -> str:
+        if user_id == identity.sub and identity.name:
+            return identity.name
+        record = state.ranks.record(user_id)
+        return record.name if record is not None else user_id
+
+    def _publish(self, event: str, board_id: str) -> None:
+        for listener in self._listeners:
+            getattr(listener, event)(board_id)
+
+    # -- accounts --------------------------------------------------------------------------
+
+    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+        validation.reject_unknown(body, REGISTER_FIELDS)
+        username = validation.identifier(body.get("username"), "username")
+        password = _password(body.get("password"))
+        display_name = (
+            validation.text(body["display_name"], "display_name", max_length=MAX_NAME_LENGTH)
+            if body.get("display_name") is not None
+            else username
+        )
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(None, hash_password, password)
+        user = UserRow(
+            id=username, name=display_name, role=Role.PLAYER.value, password_hash=encoded
+        )
+        await self.store.create_user(user)
+        return self._token_answer(user)
+
+    async def login(self, body: dict[str, Any], *, address: str) -> dict[str, Any]:
+        validation.reject_unknown(body, LOGIN_FIELDS)
+        wait = self._login_limiter.take(address, time.monotonic())
+        if wait > 0:
+            raise RateLimited("too many login attempts from this address", retry_after=wait)
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ValidationFailed("username and password must be strings")
+        if len(password) > MAX_PASSWORD_LENGTH:
+            raise AuthFailed("wrong username or password")
+        user = await self.store.get_user(username) if validation.ID_RE.fullmatch(username) else None
+        # Verify against a dummy hash when there is no such user, so that the answer takes the
+        # same time and says the same thing whether or not the name exists.
+        encoded = user.password_hash if user is not None and user.password_hash else None
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(
+            None, verify_password, password, encoded or DUMMY_PASSWORD_HASH
+        )
+        if not ok or encoded is None or user is None:
+            raise AuthFailed("wrong username or password")
+        return self._token_answer(user)
+
+    def _token_answer(self, user: UserRow) -> dict[str, Any]:
+        role = Role(user.role)
+        token = self.tokens.issue(user.id, role=role, name=user.name)
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.settings.token_ttl,
+            "user": {"user_id": user.id, "name": user.name, "role": role.value},
+        }
+
+
+def _password(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationFailed("password must be a string")
+    if not MIN_PASSWORD_LENGTH <= len(value) <= MAX_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"password must be {MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} characters, "
+            f"got {len(value)}"
+        )
+    return value
+
+
+def _check_bounds(config: BoardConfig) -> None:
+    if (
+        config.min_score is not None
+        and config.max_score is not None
+        and config.min_score > config.max_score
+    ):
+        raise ValidationFailed(
+            f"min_score must not exceed max_score, got {config.min_score} > {config.max_score}"
+        )
+
+
+def _check_score_bounds(config: BoardConfig, checked: int, stored: tuple[int, int]) -> None:
+    if config.min_score is not None and checked < config.min_score:
+        raise ValidationFailed(f"score must be at least {config.min_score}, got {checked}")
+    if config.max_score is not None and checked > config.max_score:
+        raise ValidationFailed(f"score must be at most {config.max_score}, got {checked}")
+    if max(abs(stored[0]), abs(stored[1])) > validation.MAX_SAFE_INTEGER:
+        raise ValidationFailed(f"the stored (score, subscore) would leave ±(2^53-1): {stored}")

@@ -1,0 +1,484 @@
+"""scoreboard.store against real databases: a SQLite file and, where it runs, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from scoreboard import errors, ranking
+from scoreboard import store as store_module
+from scoreboard.store import (
+    BoardConfig,
+    LoadedBoard,
+    ScoreWrite,
+    Store,
+    StoredAnswer,
+    UserRow,
+    make_engine,
+    metadata,
+)
+
+T = TypeVar("T")
+
+# Long enough for the writer thread to pick up a queued write and block on a held lock.
+WRITER_PICKUP_S = 0.2
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def run(url: str, scenario: Callable[[Store], Awaitable[T]], **options: Any) -> T:
+    """Run `scenario` with a migrated, started Store on a fresh event loop; close it after."""
+
+    async def main() -> T:
+        store = Store(url, **options)
+        store.migrate()
+        store.start(asyncio.get_running_loop())
+        try:
+            return await scenario(store)
+        finally:
+            store.close()
+
+    return asyncio.run(main())
+
+
+def board(board_id: str = "b", **changes: Any) -> BoardConfig:
+    fields: dict[str, Any] = {
+        "id": board_id,
+        "title": f"Board {board_id}",
+        "order": "desc",
+        "operator": "best",
+        "min_score": None,
+        "max_score": None,
+        "player_submissions": True,
+        "reset_schedule": "never",
+        "created_at": 1_790_000_000.25,
+    }
+    return BoardConfig(**(fields | changes))
+
+
+def write(
+    n: int,
+    *,
+    board_id: str = "b",
+    user_id: str | None = None,
+    name: str | None = None,
+    score: int | None = None,
+    seq: int | None = None,
+    improved: bool = True,
+    key: str | None = None,
+    actor: str = "server",
+) -> ScoreWrite:
+    """The n-th score write of a test; every field derives from n unless given."""
+    user_id = user_id or f"user{n}"
+    score = n * 10 if score is None else score
+    seq = n if seq is None else seq
+    return ScoreWrite(
+        board_id=board_id,
+        user_id=user_id,
+        user_name=name or user_id.title(),
+        score=score,
+        subscore=n % 3,
+        reached_seq=seq,
+        updated_at=1_790_000_000.0 + n / 8,
+        seq=seq,
+        improved=improved,
+        actor=actor,
+        idempotency_key=key,
+        request_hash=f"hash-{n}" if key else None,
+        response={"board": board_id, "user_id": user_id, "score": score, "seq": seq},
+        submitted_score=score,
+        submitted_subscore=n % 3,
+        metadata={"n": n} if n % 2 else None,
+    )
+
+
+def scalar(url: str, query: str, **params: Any) -> Any:
+    """One value read through a separate engine (not the store under test)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(query), params).scalar()
+    finally:
+        engine.dispose()
+
+
+def block_writes(url: str) -> Callable[[], None]:
+    """Hold the database's write lock from outside the store; returns the release function.
+
+    While it is held the writer thread waits inside its transaction, so later writes queue up
+    behind it: that makes the composition of the next batch certain.
+    """
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(parsed.database, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN IMMEDIATE")
+
+        def release() -> None:
+            conn.execute("ROLLBACK")
+            conn.close()
+
+        return release
+    import psycopg
+
+    pg = psycopg.connect(
+        host=parsed.host, port=parsed.port, user=parsed.username, dbname=parsed.database
+    )
+    pg.execute("LOCK TABLE users IN EXCLUSIVE MODE")  # every score write upserts a user first
+
+    def release_pg() -> None:
+        pg.rollback()
+        pg.close()
+
+    return release_pg
+
+
+def records_by_user(loaded: LoadedBoard) -> dict[str, ranking.Record]:
+    return {r.user_id: r for r in loaded.records}
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_schema_on_an_empty_database(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        store.migrate()
+        store.migrate()  # already at head: nothing to do
+        with store.engine.connect() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            # The migration spells out its own DDL; it must still build exactly the tables
+            # the store's code uses.
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), metadata
+            )
+    finally:
+        store.close()
+    assert tables == {
+        "alembic_version",
+        "users",
+        "boards",
+        "player_records",
+        "submissions",
+        "server_settings",
+    }
+    assert version == "0001"
+    assert diff == []
+
+
+def test_sqlite_connections_use_wal_and_full_sync(sqlite_url: str) -> None:
+    expected = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 5000}
+    store = Store(sqlite_url)
+    try:
+        store.migrate()
+        # Two connections at once: the pragmas are set on every connection, not just one.
+        with store.engine.connect() as first, store.engine.connect() as second:
+            for conn in (first, second):
+                got = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in expected}
+                assert got == expected
+    finally:
+        store.close()
+
+
+# -- the writer -----------------------------------------------------------------------------
+
+
+def test_group_commit_puts_concurrent_writes_in_one_transaction(db_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        await store.create_board(board())
+        before = store.batches_committed
+        release = block_writes(db_url)
+        try:
+            first = asyncio.create_task(store.write_score(write(1)))
+            await asyncio.sleep(WRITER_PICKUP_S)  # the writer holds write 1, waiting on the lock
+            rest = [asyncio.create_task(store.write_score(write(n))) for n in range(2, 201)]
+            await asyncio.sleep(0)  # let them queue
+            assert store.pending_writes == 199
+        finally:
+            release()
+        await asyncio.gather(first, *rest)
+        assert store.batches_committed - before == 2  # write 1 alone, then the other 199
+        assert store.writes_committed == 201  # and the board
+
+    run(db_url, scenario)
+    assert scalar(db_url, "SELECT count(*) FROM submissions") == 200
+    assert scalar(db_url, "SELECT count(*) FROM player_records") == 200
+    assert scalar(db_url, "SELECT seq FROM boards WHERE id = 'b'") == 200
+
+
+def test_duplicate_idempotency_key_fails_alone_and_the_batch_commits(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(store: Store) -> list[Any]:
+        await store.create_board(board())
+        await store.write_score(write(1, key="k1"))
+        release = block_writes(db_url)
+        try:
+            blocker = asyncio.create_task(store.write_score(write(2)))
+            await asyncio.sleep(WRITER_PICKUP_S)
+            batch = [
+                asyncio.create_task(store.write_score(w))
+                for w in (write(3, key="k1"), write(4, key="k4"), write(5), write(6, key="k6"))
+            ]
+            await asyncio.sleep(0)
+        finally:
+            release()
+        await blocker
+        results = await asyncio.gather(*batch, return_exceptions=True)
+        # The failed write left nothing behind, not even its new user.
+        assert await store.get_user("user3") is None
+        assert (await store.get_user("user4")) == UserRow("user4", "User4", "player", None)
+        return results
+
+    with caplog.at_level(logging.WARNING, logger="scoreboard.store"):
+        results = run(db_url, scenario)
+    assert isinstance(results[0], errors.Conflict)
+    assert results[1:] == [None, None, None]
+    assert "group commit of 4 writes failed" in caplog.text
+    assert scalar(db_url, "SELECT count(*) FROM submissions") == 5
+    assert scalar(db_url, "SELECT count(*) FROM player_records WHERE user_id = 'user3'") == 0
+    assert scalar(db_url, "SELECT seq FROM boards") == 6
+
+
+def test_score_write_to_a_missing_board_is_not_found(db_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        with pytest.raises(errors.NotFound):
+            await store.write_score(write(1, board_id="nope"))
+
+    run(db_url, scenario)
+
+
+def test_close_commits_every_queued_write_before_returning(db_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        await store.create_board(board())
+        release = block_writes(db_url)
+        tasks = [asyncio.create_task(store.write_score(write(n))) for n in range(1, 301)]
+        await asyncio.sleep(0)  # all 300 are queued or held by the blocked writer
+        assert store.writes_committed == 1
+        # close() blocks this thread until drained, so the lock is let go from another one.
+        threading.Timer(WRITER_PICKUP_S, release).start()
+        store.close()
+        assert store.writes_committed == 301
+        assert scalar(db_url, "SELECT count(*) FROM submissions") == 300
+        assert await asyncio.gather(*tasks) == [None] * 300
+        with pytest.raises(errors.NotReady):
+            await store.write_score(write(301))
+
+    run(db_url, scenario)
+
+
+def test_too_many_waiting_writes_are_refused_as_overloaded(sqlite_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        await store.create_board(board())
+        release = block_writes(sqlite_url)
+        try:
+            blocker = asyncio.create_task(store.write_score(write(1)))
+            await asyncio.sleep(WRITER_PICKUP_S)  # taken by the writer: the queue is empty
+            queued = [asyncio.create_task(store.write_score(write(n))) for n in (2, 3)]
+            await asyncio.sleep(0)
+            with pytest.raises(errors.Overloaded):
+                await store.write_score(write(4))
+        finally:
+            release()
+        await asyncio.gather(blocker, *queued)
+
+    run(sqlite_url, scenario, max_pending_writes=2)
+
+
+def test_score_writes_keep_the_better_record_the_log_and_the_highest_seq(db_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        await store.create_board(board())
+        await store.write_score(write(10, user_id="ann", score=500))
+        # Unchanged record: only the name and the log change.
+        await store.write_score(
+            write(11, user_id="ann", name="Ann B.", score=500, seq=10, improved=False)
+        )
+        # A write whose seq is behind the board's (e.g. from another node) never lowers it.
+        await store.write_score(write(5, user_id="bo", score=50))
+
+    run(db_url, scenario)
+    store = Store(db_url)
+    try:
+        (loaded,) = store.load_boards()
+    finally:
+        store.close()
+    assert loaded.seq == 10
+    ann = records_by_user(loaded)["ann"]
+    assert (ann.name, ann.score, ann.reached_seq) == ("Ann B.", 500, 10)
+    assert scalar(db_url, "SELECT count(*) FROM submissions WHERE user_id = 'ann'") == 2
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+def test_load_boards_returns_configs_seq_and_named_records(db_url: str) -> None:
+    laps = board(
+        "laps",
+        order="asc",
+        operator="set",
+        min_score=0,
+        max_score=2**53 - 1,
+        player_submissions=False,
+        reset_schedule="weekly",
+    )
+
+    async def scenario(store: Store) -> None:
+        await store.create_board(board("quiz"))
+        await store.create_board(laps)
+        await asyncio.gather(
+            store.write_score(write(1, board_id="quiz", user_id="alice", name="Alice")),
+            store.write_score(write(2, board_id="quiz", user_id="bob", name="Bob")),
+            store.write_score(write(1, board_id="laps", user_id="alice", score=2**53 - 1)),
+        )
+
+    run(db_url, scenario)
+    store = Store(db_url)
+    try:
+        loaded = store.load_boards()
+        assert store.load_board("laps") == loaded[0]
+        assert store.load_board("gone") is None
+    finally:
+        store.close()
+    assert [b.config for b in loaded] == [laps, board("quiz")]
+    assert [b.seq for b in loaded] == [1, 2]
+    assert records_by_user(loaded[1]) == {
+        "alice": ranking.Record("alice", "Alice", 10, 1, 1, 1_790_000_000.125),
+        "bob": ranking.Record("bob", "Bob", 20, 2, 2, 1_790_000_000.25),
+    }
+    assert loaded[0].records == [
+        ranking.Record("alice", "Alice", 2**53 - 1, 1, 1, 1_790_000_000.125)
+    ]
+
+
+def test_find_answer_replays_stored_keys_and_prune_forgets_old_ones(db_url: str) -> None:
+    day = 24 * 3600
+
+    async def scenario(store: Store) -> None:
+        await store.create_board(board())
+        w = write(1, key="retry-1", actor="alice")
+        await store.write_score(w)
+        answer = StoredAnswer(w.request_hash or "", w.response)
+        assert await store.find_answer("alice", "retry-1") == answer
+        assert await store.find_answer("bob", "retry-1") is None  # keys are per actor
+        assert await store.find_answer("alice", "other") is None
+        # Younger than 24 h: kept, whatever the caller asks for.
+        assert store.prune_answers(time.time()) == 0
+        assert await store.find_answer("alice", "retry-1") == answer
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE submissions SET created_at = created_at - :d"), {"d": day})
+        assert store.prune_answers(time.time() - day + 60) == 1
+        assert await store.find_answer("alice", "retry-1") is None
+        # A forgotten key may be used again.
+        await store.write_score(write(2, key="retry-1", actor="alice"))
+
+    run(db_url, scenario)
+    assert scalar(db_url, "SELECT count(*) FROM submissions") == 2
+
+
+def test_prune_answers_works_through_many_rows_in_chunks(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "PRUNE_CHUNK_ROWS", 2)
+
+    async def scenario(store: Store) -> int:
+        await store.create_board(board())
+        await asyncio.gather(*(store.write_score(write(n, key=f"k{n}")) for n in range(1, 6)))
+        await store.write_score(write(6))  # no key: nothing to prune
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE submissions SET created_at = 0"))
+        return store.prune_answers(time.time())
+
+    assert run(db_url, scenario) == 5
+    assert scalar(db_url, "SELECT count(idempotency_key) FROM submissions") == 0
+
+
+def test_ping_answers(db_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        await store.ping()
+
+    run(db_url, scenario)
+
+
+# -- boards, users, settings ----------------------------------------------------------------
+
+
+def test_board_create_update_delete(db_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        await store.create_board(board())
+        with pytest.raises(errors.Conflict):
+            await store.create_board(board(title="again"))
+        with pytest.raises(errors.Conflict):
+            store.create_board_sync(board())
+        await store.write_score(write(7))
+
+        changed = board(title="Renamed", max_score=99, player_submissions=False)
+        await store.update_board(changed)
+        (loaded,) = store.load_boards()
+        assert (loaded.config, loaded.seq) == (changed, 7)  # settings change, seq stays
+        with pytest.raises(errors.NotFound):
+            await store.update_board(board("gone"))
+
+        await store.delete_board("b")
+        assert store.load_boards() == []
+        with pytest.raises(errors.NotFound):
+            await store.delete_board("b")
+
+        store.create_board_sync(board("c"))
+        assert [b.config.id for b in store.load_boards()] == ["c"]
+
+    run(db_url, scenario)
+    # The records went with their board; the users and the log stay.
+    assert scalar(db_url, "SELECT count(*) FROM player_records") == 0
+    assert scalar(db_url, "SELECT count(*) FROM users") == 1
+    assert scalar(db_url, "SELECT count(*) FROM submissions") == 1
+
+
+def test_users_create_get_ensure_and_duplicate_conflict(db_url: str) -> None:
+    admin = UserRow("root", "Root", "admin", "scrypt$hash")
+
+    async def scenario(store: Store) -> None:
+        await store.create_user(admin)
+        assert await store.get_user("root") == admin
+        assert await store.get_user("nobody") is None
+        with pytest.raises(errors.Conflict):
+            await store.create_user(UserRow("root", "Other", "player", None))
+        with pytest.raises(errors.Conflict):
+            store.create_user_sync(admin)
+        store.create_user_sync(UserRow("cli", "Cli", "admin", "x"))
+        # ensure_user adds a missing user and leaves an existing one alone.
+        await store.ensure_user("root", "Changed", "player")
+        await store.ensure_user("tok", "Token User", "server")
+        assert await store.get_user("root") == admin
+        assert await store.get_user("tok") == UserRow("tok", "Token User", "server", None)
+        assert await store.get_user("cli") == UserRow("cli", "Cli", "admin", "x")
+
+    run(db_url, scenario)
+
+
+def test_settings_get_and_set(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        store.migrate()
+        assert store.get_setting_sync("jwt_secret") is None
+        store.set_setting_sync("jwt_secret", "first")
+        assert store.get_setting_sync("jwt_secret") == "first"
+        # Insert if absent: a second process starting at once does not overwrite the first.
+        store.set_setting_sync("jwt_secret", "second")
+        assert store.get_setting_sync("jwt_secret") == "first"
+        store.set_setting_sync("jwt_secret", "third", replace=True)
+        assert store.get_setting_sync("jwt_secret") == "third"
+    finally:
+        store.close()
