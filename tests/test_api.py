@@ -497,3 +497,32 @@ async def test_cors_only_for_allowed_origins(make_api):
 
 
 __all__ = ["HTTPRequest"]
+
+
+@pytest.mark.postgres
+async def test_the_same_service_runs_on_postgresql(make_api, postgres_url):
+    api = await make_api(database_url=postgres_url)
+    await api.make_board("pg", operator="incr")
+    server = api.token("srv", role="server")
+    key = {"Idempotency-Key": "pg-1"}
+    first = await api.post(
+        "/api/boards/pg/scores", {"score": 5, "user_id": "a"}, token=server, headers=key
+    )
+    replay = await api.post(
+        "/api/boards/pg/scores", {"score": 5, "user_id": "a"}, token=server, headers=key
+    )
+    assert first.json == replay.json
+    await asyncio.gather(
+        *(
+            api.post("/api/boards/pg/scores", {"score": 1, "user_id": f"u{i % 7}"}, token=server)
+            for i in range(70)
+        )
+    )
+    before = (await api.get("/api/boards/pg/leaderboard?limit=100", token=server)).json
+    assert before["total"] == 8
+    assert {e["score"] for e in before["entries"] if e["user_id"] != "a"} == {10}
+
+    # A second server over the same database loads exactly the same standings.
+    again = await make_api(database_url=postgres_url)
+    after = (await again.get("/api/boards/pg/leaderboard?limit=100", token=server)).json
+    assert after == before
