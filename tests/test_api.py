@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
+import subprocess
 import time
 
 import jwt
 import pytest
+from conftest import missing_service
 from tornado.httpclient import HTTPRequest
 
 from scoreboard import app as app_module
@@ -44,6 +47,17 @@ async def test_health_ready_and_metrics(api):
     assert metrics.status == 200
     assert "process_resident_memory_bytes" in metrics.text
     assert "scoreboard_http_request_duration_seconds_bucket" in metrics.text
+
+
+async def test_metrics_pass_promtool(api):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        missing_service("promtool (Debian package prometheus) is not installed")
+    await api.make_board("promtool-board")
+    await api.post("/api/boards/promtool-board/scores", {"score": 1}, token=api.token("p1"))
+    text = (await api.get("/metrics")).body
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 async def test_readyz_is_503_until_boards_are_loaded(unloaded_api):
