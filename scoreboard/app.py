@@ -14,6 +14,8 @@ from .auth import TokenCodec
 from .config import Settings
 from .handlers import api
 from .handlers.base import BaseHandler, Health, NotFoundHandler, Ready, Services, public
+from .handlers.live import LiveSocket
+from .hub import Hub
 from .openapi import document
 from .service import ScoreboardService
 from .store import Store
@@ -48,6 +50,8 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/api/boards/{board_id}/players/{user_id}/around", api.Around),
     ("/api/boards/{board_id}/scores", api.Scores),
     ("/api/boards/{board_id}/updates", api.Updates),
+    ("/api/admin/stats", api.AdminStats),
+    ("/ws", LiveSocket),
 ]
 
 
@@ -109,7 +113,9 @@ def build_services(settings: Settings) -> Services:
         ttl=settings.token_ttl,
     )
     service = ScoreboardService(settings, store, tokens)
-    return Services(settings=settings, store=store, tokens=tokens, service=service)
+    hub = Hub(settings, service)
+    service.add_listener(hub)
+    return Services(settings=settings, store=store, tokens=tokens, service=service, hub=hub)
 
 
 def make_app(services: Services, **extra: Any) -> tornado.web.Application:

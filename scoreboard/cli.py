@@ -190,6 +190,7 @@ async def _serve(services: Services) -> None:
     settings = services.settings
     loop = asyncio.get_running_loop()
     services.store.start(loop)
+    services.hub.start()
     app = make_app(services)
     server = app.listen(
         settings.port,

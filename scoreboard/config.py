@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 ENV_PREFIX = "SCOREBOARD_"
 MIN_JWT_SECRET_BYTES = 32  # HS256 keys shorter than the hash output are brute-forceable
+MAX_RANK_UPDATE_DELAY_S = 2.0  # SPEC section 5: overtaken players hear of it within 2 s
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -52,6 +53,15 @@ class Settings:
     score_burst: int = 20
     login_rate: float = 0.2  # login attempts per second per client address (12 a minute)
     login_burst: int = 10
+    # Live delivery (SPEC section 5); defaults are the spec's values, tests shrink them.
+    status_interval: float = 10.0  # seconds between connection_status rounds
+    slow_consumer_timeout: float = 30.0  # seconds without write progress before close 1013
+    max_unsent_bytes: int = 1024 * 1024  # unsent bytes per connection before close 1013
+    shutdown_spread: float = 5.0  # seconds over which SIGTERM closes WebSockets with 1001
+    rank_update_delay: float = 1.0  # seconds before overtaken players get rank_update (<= 2)
+    ws_message_rate: float = 20.0  # client messages per second per connection
+    ws_message_burst: int = 50
+    ws_abuse_close_after: float = 5.0  # seconds over the message rate before close 1008
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated again (used by tests to shrink timers)."""
@@ -97,6 +107,14 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("score_burst", int, "burst of score submissions per player"),
     _Flag("login_rate", float, "login attempts per second per client address"),
     _Flag("login_burst", int, "burst of login attempts per client address"),
+    _Flag("status_interval", float, "seconds between connection_status rounds"),
+    _Flag("slow_consumer_timeout", float, "seconds a WebSocket may not drain before close 1013"),
+    _Flag("max_unsent_bytes", int, "unsent bytes per WebSocket before close 1013"),
+    _Flag("shutdown_spread", float, "seconds over which shutdown closes WebSockets"),
+    _Flag("rank_update_delay", float, "seconds before overtaken players get rank_update (<= 2)"),
+    _Flag("ws_message_rate", float, "WebSocket messages per second per connection"),
+    _Flag("ws_message_burst", int, "burst of WebSocket messages per connection"),
+    _Flag("ws_abuse_close_after", float, "seconds over the message rate before close 1008"),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -197,10 +215,24 @@ def validate(settings: Settings) -> Settings:
         "score_burst": s.score_burst,
         "login_rate": s.login_rate,
         "login_burst": s.login_burst,
+        "status_interval": s.status_interval,
+        "slow_consumer_timeout": s.slow_consumer_timeout,
+        "max_unsent_bytes": s.max_unsent_bytes,
+        "rank_update_delay": s.rank_update_delay,
+        "ws_message_rate": s.ws_message_rate,
+        "ws_message_burst": s.ws_message_burst,
+        "ws_abuse_close_after": s.ws_abuse_close_after,
     }
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')}: must be positive, got {value!r}")
+    if s.shutdown_spread < 0:
+        raise ConfigError(f"--shutdown-spread: must be 0 or more, got {s.shutdown_spread!r}")
+    if s.rank_update_delay > MAX_RANK_UPDATE_DELAY_S:
+        raise ConfigError(
+            f"--rank-update-delay: must be at most {MAX_RANK_UPDATE_DELAY_S:g} s (SPEC section 5), "
+            f"got {s.rank_update_delay!r}"
+        )
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(
             f"--log-level: expected one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}"

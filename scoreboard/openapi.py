@@ -277,6 +277,45 @@ PATHS: dict[str, dict[str, Any]] = {
             params=[_BOARD_ID, _query("since", 0, None, 0), _query("timeout", 0, 60, 25)],
         )
     },
+    "/api/admin/stats": {
+        "get": _op(
+            "Live figures: connections, users online, messages/s, subscribers (admin)",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "connections": {"type": "integer"},
+                            "users_online": {"type": "integer"},
+                            "messages_sent_per_s": {"type": "number"},
+                            "messages_received_per_s": {"type": "number"},
+                            "boards": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "players": {"type": "integer"},
+                                        "subscribers": {"type": "integer"},
+                                    },
+                                },
+                            },
+                            "top_users_by_connections": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "user_id": {"type": "string"},
+                                        "connections": {"type": "integer"},
+                                    },
+                                },
+                            },
+                        },
+                    }
+                )
+            },
+        )
+    },
 }
 
 

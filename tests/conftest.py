@@ -116,6 +116,11 @@ class ApiClient:
         self.client = AsyncHTTPClient()
         self.admin = self.token("admin", role="admin")
 
+    @property
+    def ws_url(self) -> str:
+        """The server's WebSocket endpoint."""
+        return "ws" + self.base_url.removeprefix("http") + "/ws"
+
     def token(self, sub: str, *, role: str = "player", name: str | None = None,
               ttl: int | None = None) -> str:  # fmt: skip
         return self.services.tokens.issue(sub, role=Role(role), name=name, ttl=ttl)
@@ -176,6 +181,7 @@ def make_services(io_loop, tmp_path):
         ).replace(**overrides)
         services = build_services(settings)
         services.store.start(io_loop.asyncio_loop)
+        services.hub.start()
         if load:
             await services.service.load()
         made.append(services)
@@ -183,6 +189,8 @@ def make_services(io_loop, tmp_path):
 
     yield make
     for services in made:
+        services.hub.abort_all()
+        services.hub.stop()
         services.store.close()
 
 

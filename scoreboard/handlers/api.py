@@ -128,3 +128,11 @@ class Updates(BaseHandler):
         )
         if not self.request.connection.stream.closed():  # type: ignore[union-attr]
             self.write_json(answer)
+
+
+class AdminStats(BaseHandler):
+    """Live figures of the WebSocket side (SPEC section 3)."""
+
+    @admin
+    def get(self) -> None:
+        self.write_json(self.services.hub.stats())
