@@ -13,7 +13,15 @@ import tornado.web
 from .auth import TokenCodec
 from .config import Settings
 from .handlers import api
-from .handlers.base import BaseHandler, Health, NotFoundHandler, Ready, Services, public
+from .handlers.base import (
+    BaseHandler,
+    Health,
+    NotFoundHandler,
+    Ready,
+    Services,
+    public,
+    redacted_uri,
+)
 from .handlers.live import LiveSocket
 from .hub import Hub
 from .openapi import document
@@ -24,8 +32,6 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("scoreboard.access")
 
 JWT_SECRET_SETTING = "jwt_secret"
-# Tokens may arrive in the query string (WebSocket last resort); they never reach a log line.
-_SECRET_QUERY = re.compile(r"(access_token=)[^&]*")
 
 
 class OpenAPI(BaseHandler):
@@ -58,10 +64,6 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
 def route_pattern(template: str) -> str:
     """`/api/boards/{board_id}` -> `/api/boards/(?P<board_id>[^/]+)$`."""
     return re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"
-
-
-def redacted_uri(uri: str) -> str:
-    return _SECRET_QUERY.sub(r"\1[redacted]", uri)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -39,7 +39,7 @@ from .errors import (
     ValidationFailed,
 )
 from .limits import KeyedLimiter
-from .ranking import TOP_N, Entry, Leaderboard, Operator, Order, Outcome
+from .ranking import TOP_N, Leaderboard, Operator, Order, Outcome
 from .store import BoardConfig, ScoreWrite, Store, UserRow
 
 log = logging.getLogger(__name__)
@@ -329,9 +329,6 @@ class ScoreboardService:
             "seq": state.ranks.seq,
             "entries": [e.to_json() for e in state.ranks.around(user_id, radius)],
         }
-
-    def top(self, board_id: str) -> list[Entry]:
-        return self.board(board_id).ranks.top(TOP_N)
 
     def board_view(self, board_id: str, identity: Identity | None) -> dict[str, Any]:
         """`{board, seq, top_10, you}`: the state a long-poll (or a snapshot) carries."""

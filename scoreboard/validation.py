@@ -12,17 +12,11 @@ from typing import Any
 
 import orjson
 
-from .errors import BadRequest, ValidationFailed
+from .errors import ValidationFailed
 
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer a JavaScript client reads exactly
 MAX_METADATA_BYTES = 1024
 ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def require_object(value: Any, what: str = "body") -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequest(f"{what} must be a JSON object, got {type(value).__name__}")
-    return value
 
 
 def reject_unknown(body: Mapping[str, Any], allowed: frozenset[str], what: str = "body") -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024  # SPEC section 3: larger bodies are a 413
 PROBLEM_TYPE = "https://scoreboard.dev/problems/"
+# Tokens may arrive in the query string (WebSocket last resort); they never reach a log line.
+_SECRET_QUERY = re.compile(r"(access_token=)[^&]*")
 # Codes for statuses Tornado itself raises (unknown route, wrong method, bad request line).
 _CODE_BY_STATUS = {
     400: "bad_request",
@@ -61,6 +64,23 @@ class Services:
     tokens: TokenCodec
     service: ScoreboardService
     hub: Any = None  # the live-delivery hub, once it exists
+
+
+def problem_body(status: int, code: str, title: str, detail: str) -> bytes:
+    """An RFC 9457 problem document with the SPEC section 6 `code`."""
+    problem = {
+        "type": PROBLEM_TYPE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    return orjson.dumps(problem)
+
+
+def redacted_uri(uri: str) -> str:
+    """The URI as logs may show it: the query's access_token replaced."""
+    return _SECRET_QUERY.sub(r"\1[redacted]", uri)
 
 
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any] | None])
@@ -209,14 +229,7 @@ class BaseHandler(tornado.web.RequestHandler):
             detail = title if status_code >= 500 else getattr(exc, "log_message", None) or title
         metrics.ERRORS.labels(code).inc()
         self.set_header("Content-Type", "application/problem+json")
-        problem = {
-            "type": PROBLEM_TYPE + code,
-            "title": title,
-            "status": status_code,
-            "detail": detail,
-            "code": code,
-        }
-        self.finish(orjson.dumps(problem))
+        self.finish(problem_body(status_code, code, title, detail))
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

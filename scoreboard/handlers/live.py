@@ -23,7 +23,6 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 import tornado.websocket
 from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
@@ -32,7 +31,7 @@ from .. import metrics
 from ..auth import Identity
 from ..errors import AuthFailed, Forbidden, ScoreboardError
 from ..hub import MAX_MESSAGE_BYTES, CloseCode, Connection, Hub
-from .base import PROBLEM_TYPE, Services
+from .base import Services, problem_body, redacted_uri
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +137,7 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
         self.set_header("Cache-Control", "no-store")
         if exc.retry_after is not None:
             self.set_header("Retry-After", str(max(1, round(exc.retry_after))))
-        problem = {
-            "type": PROBLEM_TYPE + exc.code,
-            "title": exc.title,
-            "status": exc.status,
-            "detail": exc.detail,
-            "code": exc.code,
-        }
-        self.finish(orjson.dumps(problem))
+        self.finish(problem_body(exc.status, exc.code, exc.title, exc.detail))
 
     def _detach_stream(self) -> IOStream:
         # Tornado also replaces seven HTTP methods on the instance here so that they raise once
@@ -155,8 +147,6 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
 
     def _request_summary(self) -> str:
         # Tornado's error log lines quote the URI; the access_token must never reach a log.
-        from ..app import redacted_uri  # app imports this module: resolved at call time
-
         uri = redacted_uri(self.request.uri or "")
         return f"{self.request.method} {uri} ({self.request.remote_ip})"
 
