@@ -631,17 +631,7 @@ class Store:
 
         def run(conn: Connection) -> None:
             result = conn.execute(
-                sa.update(boards)
-                .where(boards.c.id == config.id)
-                .values(
-                    title=config.title,
-                    order=config.order,
-                    operator=config.operator,
-                    min_score=config.min_score,
-                    max_score=config.max_score,
-                    player_submissions=config.player_submissions,
-                    reset_schedule=config.reset_schedule,
-                )
+                sa.update(boards).where(boards.c.id == config.id).values(_board_settings(config))
             )
             if result.rowcount == 0:
                 raise errors.NotFound(f"no board {config.id!r}")
@@ -674,16 +664,7 @@ class Store:
     def _create_board(self, conn: Connection, config: BoardConfig) -> None:
         conn.execute(
             sa.insert(boards).values(
-                id=config.id,
-                title=config.title,
-                order=config.order,
-                operator=config.operator,
-                min_score=config.min_score,
-                max_score=config.max_score,
-                player_submissions=config.player_submissions,
-                reset_schedule=config.reset_schedule,
-                created_at=config.created_at,
-                seq=0,
+                id=config.id, created_at=config.created_at, seq=0, **_board_settings(config)
             )
         )
 
@@ -845,6 +826,19 @@ def _user_error(user: UserRow, exc: Exception) -> BaseException:
     if _integrity_kind(exc) == "unique":
         return _chained(errors.Conflict(f"user {user.id!r} exists"), exc)
     return exc
+
+
+def _board_settings(config: BoardConfig) -> dict[str, Any]:
+    """The columns of a board that its settings decide (not its id, seq or creation time)."""
+    return {
+        "title": config.title,
+        "order": config.order,
+        "operator": config.operator,
+        "min_score": config.min_score,
+        "max_score": config.max_score,
+        "player_submissions": config.player_submissions,
+        "reset_schedule": config.reset_schedule,
+    }
 
 
 def _board_error(board_id: str, exc: Exception) -> BaseException:

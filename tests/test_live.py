@@ -16,16 +16,15 @@ import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from server_process import SECRET as PROCESS_SECRET
+from server_process import ServerProcess
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.testing import bind_unused_port
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from scoreboard.auth import Identity, Role
@@ -667,47 +666,27 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(live
 
 
 async def test_sigterm_closes_every_client_with_1001_spread_in_time(tmp_path):
-    sock, port = bind_unused_port()
-    sock.close()
     spread = 1.0
-    env = {**os.environ, "SCOREBOARD_JWT_SECRET": SECRET}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "--port",
-            str(port),
-            "--database-url",
-            f"sqlite:///{tmp_path / 'sb.db'}",
-            "--shutdown-spread",
-            str(spread),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=tmp_path,
+    server = ServerProcess(
+        f"sqlite:///{tmp_path / 'sb.db'}",
+        tmp_path / "server.log",
+        "--shutdown-spread",
+        str(spread),
+        "--log-level",
+        "warning",
     )
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, server.start)
+    process = server.process
+    assert process is not None
     try:
-        base = f"ws://127.0.0.1:{port}/ws"
-        deadline = time.monotonic() + 15
         clients = []
-        while not clients:
-            try:
-                token = jwt.encode({"sub": "u0", "exp": int(time.time()) + 600}, SECRET)
-                first = await websocket_connect(
-                    HTTPRequest(base, headers={"Authorization": f"Bearer {token}"})
-                )
-                clients.append(first)
-            except (ConnectionRefusedError, OSError, HTTPClientError):
-                assert time.monotonic() < deadline, "the server did not start"
-                await asyncio.sleep(0.1)
-        for i in range(1, 10):
-            token = jwt.encode({"sub": f"u{i}", "exp": int(time.time()) + 600}, SECRET)
-            clients.append(
-                await websocket_connect(
-                    HTTPRequest(base, headers={"Authorization": f"Bearer {token}"})
-                )
+        for i in range(10):
+            token = jwt.encode({"sub": f"u{i}", "exp": int(time.time()) + 600}, PROCESS_SECRET)
+            request = HTTPRequest(
+                f"ws://127.0.0.1:{server.port}/ws", headers={"Authorization": f"Bearer {token}"}
             )
+            clients.append(await websocket_connect(request))
         for client in clients:
             assert (await read(client))["type"] == "connection_status"
         signalled = time.monotonic()
@@ -721,9 +700,7 @@ async def test_sigterm_closes_every_client_with_1001_spread_in_time(tmp_path):
         assert [c.close_code for c in clients] == [1001] * len(clients)
         assert max(times) <= spread + 1.0
         assert max(times) - min(times) >= spread / 2  # spread, not all at once
-        exit_code = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: process.wait(timeout=15)
-        )
+        exit_code = await loop.run_in_executor(None, lambda: process.wait(timeout=15))
         assert exit_code == 0
     finally:
         if process.poll() is None:
