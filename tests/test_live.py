@@ -17,7 +17,6 @@ import signal
 import socket
 import struct
 import time
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -32,7 +31,6 @@ from scoreboard.auth import Identity, Role
 pytestmark = pytest.mark.gen_test(timeout=30)
 
 SECRET = "s" * 40  # the test servers' HS256 key (tests/conftest.py)
-ROOT = Path(__file__).resolve().parent.parent
 ENTRY_KEYS = {"rank", "user_id", "name", "score", "subscore", "updated_at"}
 SERVER = Identity(sub="game", role=Role.SERVER, name=None, exp=2**40)
 
