@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -28,16 +29,24 @@ def free_port() -> int:
 class ServerProcess:
     """`python run.py` with its own port; `start()` returns once /readyz answers 200."""
 
-    def __init__(self, database_url: str, log_path: Path, *extra_args: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        log_path: Path,
+        *extra_args: str,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.database_url = database_url
         self.log_path = log_path
         self.extra_args = extra_args
+        self.tls = tls  # the client context trusting the server's certificate, for HTTPS
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def command(self, *args: str) -> list[str]:
         return [
@@ -99,7 +108,7 @@ class ServerProcess:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data, headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=10) as response:
+            with urllib.request.urlopen(req, timeout=10, context=self.tls) as response:
                 raw = response.read()
                 return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as err:

@@ -89,3 +89,70 @@ def test_migrate_user_create_and_board_create_then_serve(tmp_path):
         ]
     finally:
         assert server.stop() == 0
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(certfile), str(keyfile)
+
+
+def test_certfile_and_keyfile_serve_https(tmp_path):
+    import ssl
+
+    certfile, keyfile = _self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=certfile)
+    server = ServerProcess(
+        f"sqlite:///{tmp_path}/tls.db",
+        tmp_path / "server.log",
+        "--certfile",
+        certfile,
+        "--keyfile",
+        keyfile,
+        tls=trust,
+    ).start()
+    try:
+        assert server.request("GET", "/healthz") == (200, {"status": "ok"})
+        assert "serving on https://" in server.log_path.read_text()
+    finally:
+        assert server.stop() == 0
+
+
+def test_cluster_flags_are_refused_until_cluster_mode_exists(tmp_path):
+    result = run("--database-url", f"sqlite:///{tmp_path}/c.db", "--redis-url", "redis://x")
+    assert result.returncode == 2
+    assert "cluster mode" in result.stderr
