@@ -183,6 +183,7 @@ class ScoreboardService:
         self._login_limiter = KeyedLimiter(settings.login_rate, settings.login_burst)
         self._in_flight: set[tuple[str, str]] = set()  # (actor, idempotency key)
         self._submissions_running = 0
+        self.accepting = True  # False once shutdown began: new submissions get a 503
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -421,7 +422,8 @@ class ScoreboardService:
             self._submissions_running -= 1
 
     async def drain(self, timeout: float) -> None:
-        """Wait (up to `timeout` s) until no submission is between its arrival and its answer."""
+        """Refuse new submissions, then wait (up to `timeout` s) for the running ones to answer."""
+        self.accepting = False
         deadline = time.monotonic() + timeout
         while self._submissions_running and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -429,6 +431,9 @@ class ScoreboardService:
     async def _submit_score(
         self, identity: Identity, board_id: str, body: dict[str, Any], key: str | None
     ) -> dict[str, Any]:
+        if not self.accepting:
+            # Refused before anything is applied: the store closes once running ones commit.
+            raise NotReady("the server is shutting down")
         state = self.board(board_id)
         request = self.parse_score(identity, state, body)
         fingerprint = None

@@ -121,12 +121,20 @@ class ApiClient:
         """The server's WebSocket endpoint."""
         return "ws" + self.base_url.removeprefix("http") + "/ws"
 
-    def token(self, sub: str, *, role: str = "player", name: str | None = None,
-              ttl: int | None = None) -> str:  # fmt: skip
+    def token(
+        self, sub: str, *, role: str = "player", name: str | None = None, ttl: int | None = None
+    ) -> str:
         return self.services.tokens.issue(sub, role=Role(role), name=name, ttl=ttl)
 
-    async def fetch(self, method: str, path: str, *, body: bytes | None = None,
-                    token: str | None = None, headers: dict | None = None) -> Response:  # fmt: skip
+    async def fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        token: str | None = None,
+        headers: dict | None = None,
+    ) -> Response:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"

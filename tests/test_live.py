@@ -345,8 +345,13 @@ async def test_frame_shapes_follow_the_spec_and_seq_only_grows(live):
 
     await send(alice, "subscribe", board="b")
     snapshot = await read_type(alice, "snapshot")
-    assert snapshot["data"] == {"board": "b", "seq": 0, "top_10": [], "you": None,
-                                "total_players": 0}  # fmt: skip
+    assert snapshot["data"] == {
+        "board": "b",
+        "seq": 0,
+        "top_10": [],
+        "you": None,
+        "total_players": 0,
+    }
     await send(bob, "subscribe", board="b")
     await read_type(bob, "snapshot")
 
@@ -361,15 +366,28 @@ async def test_frame_shapes_follow_the_spec_and_seq_only_grows(live):
             assert message["data"]["seq"] > seqs[-1]
             seqs.append(message["data"]["seq"])
     ack = seen["ack"]
-    assert ack == {"request_id": "a-1", "board": "b", "user_id": "alice", "score": 100,
-                   "rank": 1, "previous_rank": None, "improved": True, "seq": ack["seq"],
-                   "subscore": 0}  # fmt: skip
+    assert ack == {
+        "request_id": "a-1",
+        "board": "b",
+        "user_id": "alice",
+        "score": 100,
+        "rank": 1,
+        "previous_rank": None,
+        "improved": True,
+        "seq": ack["seq"],
+        "subscore": 0,
+    }
     update = seen["score_update"]
     assert set(update) == {"board", "seq", "top_10", "updated_user"}
     assert all(set(entry) == ENTRY_KEYS for entry in update["top_10"])
     assert set(update["updated_user"]) == {"user_id", "name", "score", "rank", "previous_rank"}
-    assert seen["rank_update"] == {"board": "b", "seq": ack["seq"], "rank": 1,
-                                   "previous_rank": None, "score": 100}  # fmt: skip
+    assert seen["rank_update"] == {
+        "board": "b",
+        "seq": ack["seq"],
+        "rank": 1,
+        "previous_rank": None,
+        "score": 100,
+    }
 
     # Bob hears of his own score at once, then that alice overtook him, within the delay.
     own = await read_type(bob, "rank_update")
@@ -446,8 +464,13 @@ async def test_a_change_below_the_top_10_only_tells_its_owner(live):
     await read_type(owner, "snapshot")
     result = await post_score(api, "b", "low", 5)
     update = await read_type(owner, "rank_update")
-    assert update["data"] == {"board": "b", "seq": result["seq"], "rank": 11,
-                              "previous_rank": None, "score": 5}  # fmt: skip
+    assert update["data"] == {
+        "board": "b",
+        "seq": result["seq"],
+        "rank": 11,
+        "previous_rank": None,
+        "score": 5,
+    }
     with pytest.raises(TimeoutError):
         await read(other, timeout=0.3)
     await close_all(api, other, owner)

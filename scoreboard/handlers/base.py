@@ -30,6 +30,7 @@ from ..errors import (
     TooLarge,
     UnsupportedMediaType,
 )
+from ..hub import Hub
 from ..service import ScoreboardService
 from ..store import Store
 
@@ -63,7 +64,7 @@ class Services:
     store: Store
     tokens: TokenCodec
     service: ScoreboardService
-    hub: Any = None  # the live-delivery hub, once it exists
+    hub: Hub
 
 
 def problem_body(status: int, code: str, title: str, detail: str) -> bytes:
