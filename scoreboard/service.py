@@ -40,7 +40,7 @@ from .errors import (
 )
 from .limits import KeyedLimiter
 from .ranking import TOP_N, Leaderboard, Operator, Order, Outcome
-from .store import BoardConfig, ScoreWrite, Store, UserRow
+from .store import BoardConfig, LoadedBoard, ScoreWrite, Store, UserRow
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +191,14 @@ class ScoreboardService:
         self._listeners.append(listener)
 
     async def load(self) -> None:
-        """Load every board from the database (on a thread), then mark the service ready."""
-        loaded = await asyncio.get_running_loop().run_in_executor(None, self.store.load_boards)
-        for item in loaded:
-            self.boards[item.config.id] = self._board_state(item.config, item.records, item.seq)
+        """Load every board from the database, then mark the service ready.
+
+        Reading and ranking run on a thread: a million records take seconds to sort, and the
+        loop keeps answering /healthz and /readyz meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        states = await loop.run_in_executor(None, self._read_boards)
+        self.boards.update((state.config.id, state) for state in states)
         # The boards are long-lived: move them out of the collector's view, or each full
         # collection walks millions of records (about 170 ms at 1M players) and stalls the loop.
         gc.collect()
@@ -206,21 +210,20 @@ class ScoreboardService:
             sum(len(b.ranks) for b in self.boards.values()),
         )
 
-    @staticmethod
-    def _board_state(config: BoardConfig, records: list, seq: int) -> BoardState:
-        ranks = Leaderboard(Order(config.order), Operator(config.operator), seq=seq)
-        ranks.load(records, seq=seq)
-        metrics.BOARD_PLAYERS.labels(config.id).set(len(ranks))
-        return BoardState(config, ranks)
+    def _read_boards(self) -> list[BoardState]:
+        return [_board_state(item) for item in self.store.load_boards()]
+
+    def _read_board(self, board_id: str) -> BoardState | None:
+        item = self.store.load_board(board_id)
+        return _board_state(item) if item is not None else None
 
     async def reload_board(self, board_id: str) -> None:
         """Replace a board's memory with the database's state (after a failed commit)."""
-        loop = asyncio.get_running_loop()
-        item = await loop.run_in_executor(None, self.store.load_board, board_id)
-        if item is None:
+        state = await asyncio.get_running_loop().run_in_executor(None, self._read_board, board_id)
+        if state is None:
             self._forget_board(board_id)
             return
-        self.boards[board_id] = self._board_state(item.config, item.records, item.seq)
+        self.boards[board_id] = state
         self._publish("board_reset", board_id)
 
     async def check_ready(self) -> None:
@@ -266,7 +269,7 @@ class ScoreboardService:
         if config.id in self.boards:
             raise Conflict(f"board {config.id!r} exists")
         await self.store.create_board(config)
-        state = self._board_state(config, [], 0)
+        state = _board_state(LoadedBoard(config=config, seq=0, records=[]))
         self.boards[config.id] = state
         return state.to_json()
 
@@ -591,6 +594,15 @@ class ScoreboardService:
             "expires_in": self.settings.token_ttl,
             "user": {"user_id": user.id, "name": user.name, "role": role.value},
         }
+
+
+def _board_state(loaded: LoadedBoard) -> BoardState:
+    """A board's in-memory state from what the store read (pure CPU; safe on a thread)."""
+    config = loaded.config
+    ranks = Leaderboard(Order(config.order), Operator(config.operator), seq=loaded.seq)
+    ranks.load(loaded.records, seq=loaded.seq)
+    metrics.BOARD_PLAYERS.labels(config.id).set(len(ranks))
+    return BoardState(config, ranks)
 
 
 def _password(value: Any) -> str:

@@ -15,6 +15,8 @@ from conftest import missing_service
 from tornado.httpclient import HTTPRequest
 
 from scoreboard import app as app_module
+from scoreboard.auth import Identity, Role
+from scoreboard.errors import NotFound
 from scoreboard.handlers.base import BaseHandler
 
 pytestmark = pytest.mark.gen_test(timeout=30)
@@ -540,3 +542,18 @@ async def test_the_same_service_runs_on_postgresql(make_api, postgres_url):
     again = await make_api(database_url=postgres_url)
     after = (await again.get("/api/boards/pg/leaderboard?limit=100", token=server)).json
     assert after == before
+
+
+async def test_a_score_racing_a_board_delete_fails_cleanly(api, caplog):
+    await api.make_board("gone")
+    service = api.services.service
+    player = Identity(sub="p1", role=Role.PLAYER, name=None, exp=time.time() + 60)
+    deleting = asyncio.ensure_future(service.delete_board("gone"))
+    await asyncio.sleep(0)  # the delete is queued in the writer first
+    # Applied in memory, then refused by the database: the board is read back (it is gone).
+    with pytest.raises(NotFound):
+        await service.submit_score(player, "gone", {"score": 5})
+    await deleting
+    assert "reloading the board" in caplog.text
+    assert "gone" not in service.boards
+    assert_problem(await api.get("/api/boards/gone", token=api.admin), 404, "not_found")
