@@ -55,6 +55,9 @@ MAX_PASSWORD_LENGTH = 1024  # scrypt of a megabyte password is a cheap denial of
 MAX_AROUND_RADIUS = 100
 MAX_PAGE_LIMIT = 1000
 MAX_POLL_TIMEOUT_S = 60
+RELOAD_POLL_S = 0.01  # how often a reload checks that the board's writes have settled
+RELOAD_RETRY_FIRST_S = 0.5  # a failed read-back is retried with doubling pauses up to
+RELOAD_RETRY_MAX_S = 10.0  # this, for as long as the database stays away
 
 SCORE_FIELDS = frozenset({"score", "subscore", "user_id", "metadata"})
 BOARD_FIELDS = frozenset(
@@ -92,6 +95,10 @@ class BoardState:
 
     config: BoardConfig
     ranks: Leaderboard
+    writes_in_flight: int = 0  # score writes applied here and not yet settled by the store
+    # Set when the database refused a write this memory already applied: the board takes no
+    # more scores until it has been read back, so no later write can persist the refused one.
+    stale: bool = False
 
     def to_json(self) -> dict[str, Any]:
         c = self.config
@@ -183,6 +190,7 @@ class ScoreboardService:
         self._login_limiter = KeyedLimiter(settings.login_rate, settings.login_burst)
         self._in_flight: set[tuple[str, str]] = set()  # (actor, idempotency key)
         self._submissions_running = 0
+        self._reloads: dict[str, asyncio.Task[None]] = {}
         self.accepting = True  # False once shutdown began: new submissions get a 503
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -217,13 +225,34 @@ class ScoreboardService:
         item = self.store.load_board(board_id)
         return _board_state(item) if item is not None else None
 
-    async def reload_board(self, board_id: str) -> None:
-        """Replace a board's memory with the database's state (after a failed commit)."""
-        state = await asyncio.get_running_loop().run_in_executor(None, self._read_board, board_id)
-        if state is None:
+    def _reload_later(self, board_id: str, state: BoardState) -> None:
+        """Mark a board stale and read it back from the database in the background."""
+        state.stale = True
+        if board_id not in self._reloads:
+            task = asyncio.get_running_loop().create_task(self._reload(board_id, state))
+            self._reloads[board_id] = task
+            task.add_done_callback(lambda _: self._reloads.pop(board_id, None))
+
+    async def _reload(self, board_id: str, state: BoardState) -> None:
+        # Writes applied before the board went stale settle first, so the read holds them.
+        while state.writes_in_flight:
+            await asyncio.sleep(RELOAD_POLL_S)
+        delay_s = RELOAD_RETRY_FIRST_S
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                fresh = await loop.run_in_executor(None, self._read_board, board_id)
+                break
+            except Exception:
+                log.exception("reading board %s back failed; retrying in %.1f s", board_id, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RELOAD_RETRY_MAX_S)
+        if self.boards.get(board_id) is not state:
+            return  # deleted (or replaced) meanwhile
+        if fresh is None:
             self._forget_board(board_id)
             return
-        self.boards[board_id] = state
+        self.boards[board_id] = fresh
         self._publish("board_reset", board_id)
 
     async def check_ready(self) -> None:
@@ -472,6 +501,8 @@ class ScoreboardService:
         fingerprint: str | None,
     ) -> dict[str, Any]:
         board_id = state.config.id
+        if state.stale:
+            raise NotReady(f"board {board_id!r} is being read back after a database error")
         ranks = state.ranks
         stored = ranks.preview(request.user_id, request.score, request.subscore)
         # best/set store the submitted score, so it must itself be in bounds; incr stores a sum,
@@ -514,15 +545,18 @@ class ScoreboardService:
             submitted_subscore=request.subscore,
             metadata=request.metadata,
         )
+        state.writes_in_flight += 1
         try:
             await self.store.write_score(write)
         except Exception as exc:
             # Memory already holds the change; put it back in line with the database.
             log.warning("score write on %s failed (%s); reloading the board", board_id, exc)
-            await self.reload_board(board_id)
+            self._reload_later(board_id, state)
             if isinstance(exc, ScoreboardError):
                 raise
             raise Internal("the score could not be stored") from exc
+        finally:
+            state.writes_in_flight -= 1
         if outcome.improved:
             metrics.SUBMISSIONS_BY_RESULT["accepted"].inc()
             metrics.BOARD_PLAYERS.labels(board_id).set(len(ranks))

@@ -557,3 +557,28 @@ async def test_a_score_racing_a_board_delete_fails_cleanly(api, caplog):
     assert "reloading the board" in caplog.text
     assert "gone" not in service.boards
     assert_problem(await api.get("/api/boards/gone", token=api.admin), 404, "not_found")
+
+
+async def test_a_refused_write_is_not_kept_in_memory_or_built_upon(api, make_api):
+    """The database refuses one write (a real trigger): memory drops it, later writes work."""
+    await api.make_board("kills", operator="incr")
+    with api.services.store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_666 BEFORE INSERT ON submissions WHEN NEW.score = 666 "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+        )
+    token = api.token("p1")
+    assert (await api.post("/api/boards/kills/scores", {"score": 5}, token=token)).status == 200
+    refused = await api.post("/api/boards/kills/scores", {"score": 666}, token=token)
+    assert_problem(refused, 500, "internal")
+    service = api.services.service
+    for _ in range(200):  # the board is read back in the background
+        if not service.boards["kills"].stale:
+            break
+        await asyncio.sleep(0.01)
+    assert (await api.get("/api/boards/kills/players/p1", token=token)).json["score"] == 5
+    after = await api.post("/api/boards/kills/scores", {"score": 3}, token=token)
+    assert after.json["score"] == 8  # not 674: the refused +666 is nowhere
+    # A second server over the same database agrees.
+    again = await make_api(database_url=api.services.settings.database_url)
+    assert (await again.get("/api/boards/kills/players/p1", token=token)).json["score"] == 8
