@@ -2,6 +2,7 @@
 # Durable score posts over HTTP: run.py on a fresh SQLite file, wrk with 50 keep-alive
 # connections posting scores for 5,000 players. Prints wrk's figures. Needs Debian's wrk.
 #   bash bench/bench_http.sh [seconds]
+#   CONNS=1 THREADS=1 bash bench/bench_http.sh 5     # one client: the commit latency alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "bench_http: install wrk (apt-get install wrk)" >&2; exit 2; }
@@ -30,5 +31,5 @@ request = function()
     {["Content-Type"] = "application/json", ["Authorization"] = "Bearer $feeder"}, body)
 end
 LUA
-echo "durable score posts, SQLite, 50 keep-alive connections, ${duration}s"
-wrk -t2 -c50 -d"${duration}s" -s "$workdir/post.lua" "http://127.0.0.1:$port/"
+echo "durable score posts, SQLite, ${CONNS:-50} keep-alive connections, ${duration}s"
+wrk -t${THREADS:-2} -c${CONNS:-50} -d"${duration}s" -s "$workdir/post.lua" "http://127.0.0.1:$port/"
