@@ -177,13 +177,14 @@ class BaseHandler(tornado.web.RequestHandler):
     def identity(self) -> Identity | None:
         """The caller from `Authorization: Bearer …`; None without one; 401 for a bad one."""
         if not self._identity_checked:
-            self._identity_checked = True
             header = self.request.headers.get("Authorization")
             if header is not None:
                 scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise AuthFailed("expected Authorization: Bearer <token>")
                 self._identity = self.services.tokens.decode(token.strip())
+            # Only once a header was absent or good: a bad one raises on every access.
+            self._identity_checked = True
         return self._identity
 
     # -- answers ---------------------------------------------------------------------------
