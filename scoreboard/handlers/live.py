@@ -13,8 +13,9 @@ rest. It reads private attributes of Tornado's IOStream (`_write_buffer`, `_tota
 `_total_write_done_index`), which is what keeps a delivered frame at a few microseconds, and
 overrides two private hooks of the handler (`_detach_stream`, `_request_summary`) to save memory
 per connection and keep tokens out of logs; after the upgrade it drops the request's references
-to Tornado's finished HTTP/1.1 connection objects (about 2 KiB per idle connection). Tornado is pinned in requirements.txt;
-tests/test_live.py drives both write paths, the handshake and the logs.
+to Tornado's finished HTTP/1.1 connection objects (about 2 KiB per idle connection). Tornado
+is pinned in requirements.txt; tests/test_live.py drives both write paths, the handshake and the
+logs.
 """
 
 from __future__ import annotations
