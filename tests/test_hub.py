@@ -205,6 +205,21 @@ async def test_a_backlogged_connection_keeps_only_the_newest_state_per_board(mak
 
 
 @pytest.mark.gen_test(timeout=10)
+async def test_a_score_update_is_one_bytes_object_handed_to_every_subscriber(make_services):
+    services = await make_services(broadcast_interval_ms=1)
+    service, hub = services.service, services.hub
+    await service.create_board({"id": "b", "title": "B"})
+    sinks = [FakeSink() for _ in range(50)]
+    for n, sink in enumerate(sinks):
+        hub.open(sink, Identity(sub=f"v{n}", role=Role.PLAYER, name=None, exp=2**40), board="b")
+    await service.submit_score(SERVER, "b", {"score": 7, "user_id": "p1"})
+    updates = [sink.delivered[-1] for sink in sinks]
+    assert _split(updates[0])[0]["type"] == "score_update"
+    # Serialized and framed once: the very same object, not 50 equal copies.
+    assert all(frame is updates[0] for frame in updates)
+
+
+@pytest.mark.gen_test(timeout=10)
 async def test_unsent_bytes_over_the_bound_close_with_1013(make_services):
     services = await make_services(max_unsent_bytes=1000)
     hub = services.hub
