@@ -23,8 +23,6 @@ log = logging.getLogger("scoreboard")
 
 MAX_REQUEST_BYTES = 1024 * 1024  # anything above the API's 16 KiB is refused by the handlers
 SHUTDOWN_GRACE_S = 10.0  # in-flight submissions get this long to commit and be answered
-LOAD_RETRY_FIRST_S = 0.5  # a failed start-up load is retried with doubling pauses up to
-LOAD_RETRY_MAX_S = 10.0  # this, so a database that starts after us is picked up soon
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,7 +201,7 @@ async def _serve(services: Services) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loading = asyncio.create_task(_load_until_done(services))
+    loading = asyncio.create_task(services.service.load())
     await stop.wait()
     log.info("shutting down: no new connections; finishing in-flight submissions")
     server.stop()
@@ -211,19 +209,6 @@ async def _serve(services: Services) -> None:
     if not loading.done():
         loading.cancel()
     log.info("stopped")
-
-
-async def _load_until_done(services: Services) -> None:
-    """Load the boards; a database that is not up yet is retried, /readyz stays 503 meanwhile."""
-    delay_s = LOAD_RETRY_FIRST_S
-    while True:
-        try:
-            await services.service.load()
-            return
-        except Exception:
-            log.exception("loading the boards failed; retrying in %.1f s", delay_s)
-            await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, LOAD_RETRY_MAX_S)
 
 
 async def shutdown(services: Services) -> None:

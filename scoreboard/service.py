@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -43,6 +43,7 @@ from .ranking import TOP_N, Leaderboard, Operator, Order, Outcome
 from .store import BoardConfig, LoadedBoard, ScoreWrite, Store, UserRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ORDERS = tuple(o.value for o in Order)
 OPERATORS = tuple(o.value for o in Operator)
@@ -56,8 +57,8 @@ MAX_AROUND_RADIUS = 100
 MAX_PAGE_LIMIT = 1000
 MAX_POLL_TIMEOUT_S = 60
 RELOAD_POLL_S = 0.01  # how often a reload checks that the board's writes have settled
-RELOAD_RETRY_FIRST_S = 0.5  # a failed read-back is retried with doubling pauses up to
-RELOAD_RETRY_MAX_S = 10.0  # this, for as long as the database stays away
+READ_RETRY_FIRST_S = 0.5  # a failed database read (start-up, read-back) is retried with
+READ_RETRY_MAX_S = 10.0  # doubling pauses up to this, for as long as the database stays away
 
 SCORE_FIELDS = frozenset({"score", "subscore", "user_id", "metadata"})
 BOARD_FIELDS = frozenset(
@@ -202,10 +203,10 @@ class ScoreboardService:
         """Load every board from the database, then mark the service ready.
 
         Reading and ranking run on a thread: a million records take seconds to sort, and the
-        loop keeps answering /healthz and /readyz meanwhile.
+        loop keeps answering /healthz and /readyz meanwhile. A database that is not up yet is
+        retried; /readyz stays 503 until it answers.
         """
-        loop = asyncio.get_running_loop()
-        states = await loop.run_in_executor(None, self._read_boards)
+        states = await _read_retrying("loading the boards", self._read_boards)
         self.boards.update((state.config.id, state) for state in states)
         # The boards are long-lived: move them out of the collector's view, or each full
         # collection walks millions of records (about 170 ms at 1M players) and stalls the loop.
@@ -237,16 +238,9 @@ class ScoreboardService:
         # Writes applied before the board went stale settle first, so the read holds them.
         while state.writes_in_flight:
             await asyncio.sleep(RELOAD_POLL_S)
-        delay_s = RELOAD_RETRY_FIRST_S
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                fresh = await loop.run_in_executor(None, self._read_board, board_id)
-                break
-            except Exception:
-                log.exception("reading board %s back failed; retrying in %.1f s", board_id, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, RELOAD_RETRY_MAX_S)
+        fresh = await _read_retrying(
+            f"reading board {board_id!r} back", lambda: self._read_board(board_id)
+        )
         if self.boards.get(board_id) is not state:
             return  # deleted (or replaced) meanwhile
         if fresh is None:
@@ -628,6 +622,19 @@ class ScoreboardService:
             "expires_in": self.settings.token_ttl,
             "user": {"user_id": user.id, "name": user.name, "role": role.value},
         }
+
+
+async def _read_retrying(what: str, read: Callable[[], T]) -> T:
+    """Run a blocking database read on a thread until it succeeds, pausing longer each time."""
+    loop = asyncio.get_running_loop()
+    delay_s = READ_RETRY_FIRST_S
+    while True:
+        try:
+            return await loop.run_in_executor(None, read)
+        except Exception:
+            log.exception("%s failed; retrying in %.1f s", what, delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, READ_RETRY_MAX_S)
 
 
 def _board_state(loaded: LoadedBoard) -> BoardState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 
@@ -34,8 +35,15 @@ def test_generated_secret_is_kept_so_tokens_survive(tmp_path):
     assert first.returncode == second.returncode == 0
     assert "generated one and stored it in the database" in first.stderr
     assert "generated" not in second.stderr
-    # both tokens verify with the same stored key: take it from one, check the other
-    claims = jwt.decode(second.stdout.strip(), options={"verify_signature": False})
+    # Both tokens verify with the one key stored in the database.
+    with sqlite3.connect(tmp_path / "gen.db") as db:
+        (stored,) = db.execute(
+            "SELECT value FROM server_settings WHERE key = 'jwt_secret'"
+        ).fetchone()
+    assert len(stored.encode()) >= 32
+    alice = jwt.decode(first.stdout.strip(), stored, algorithms=["HS256"])
+    claims = jwt.decode(second.stdout.strip(), stored, algorithms=["HS256"])
+    assert alice["sub"] == "alice"
     assert (claims["sub"], claims["role"], claims["name"]) == ("bob", "admin", "Bob")
     assert claims["exp"] - claims["iat"] == 86400
     bad = run("--database-url", url, "token", "not valid!")

@@ -20,12 +20,18 @@ def _standings(server: ServerProcess, token: str) -> dict:
     return body
 
 
-def test_acknowledged_scores_survive_sigkill(tmp_path):
-    url = f"sqlite:///{tmp_path / 'durable.db'}"
+def _server_with_board(tmp_path, name: str) -> tuple[ServerProcess, str, str]:
+    """A started run.py over `name`.db with board `b`; its URL and a server-role token."""
+    url = f"sqlite:///{tmp_path / name}.db"
     server = ServerProcess(url, tmp_path / "server.log").start()
     admin = server.token("admin", "admin")
     feeder = server.token("feeder", "server")
     assert server.request("POST", "/api/boards", {"id": "b", "title": "B"}, admin)[0] == 201
+    return server, url, feeder
+
+
+def test_acknowledged_scores_survive_sigkill(tmp_path):
+    server, url, feeder = _server_with_board(tmp_path, "durable")
 
     # Sequential posts: afterwards the whole board must come back identical.
     for i in range(40):
@@ -79,11 +85,7 @@ def test_acknowledged_scores_survive_sigkill(tmp_path):
 
 
 def test_sigterm_answers_in_flight_submissions_and_exits_0(tmp_path):
-    url = f"sqlite:///{tmp_path / 'term.db'}"
-    server = ServerProcess(url, tmp_path / "server.log").start()
-    admin = server.token("admin", "admin")
-    feeder = server.token("feeder", "server")
-    assert server.request("POST", "/api/boards", {"id": "b", "title": "B"}, admin)[0] == 201
+    server, url, feeder = _server_with_board(tmp_path, "term")
 
     results: list[tuple[int, str]] = []
 
