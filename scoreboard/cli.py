@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from . import config
 from .app import build_services, make_app, resolve_jwt_secret
 from .auth import Role, TokenCodec, hash_password
-from .errors import ScoreboardError
+from .errors import ScoreboardError, ValidationFailed
+from .formatting import DEFAULT_SCORE_FORMAT, parse_score_format
 from .handlers.base import Services
 from .store import BoardConfig, Store, UserRow
 
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     create_board.add_argument("--title", required=True)
     create_board.add_argument("--order", choices=["desc", "asc"], default="desc")
     create_board.add_argument("--operator", choices=["best", "set", "incr"], default="best")
+    create_board.add_argument(
+        "--score-format",
+        default=DEFAULT_SCORE_FORMAT,
+        metavar="FORMAT",
+        help="how scores are shown: integer (default), decimal:1 to decimal:6, duration_ms",
+    )
     return parser
 
 
@@ -144,6 +151,11 @@ def _create_user(settings: config.Settings, args: argparse.Namespace) -> int:
 def _create_board(settings: config.Settings, args: argparse.Namespace) -> int:
     from .validation import identifier, text
 
+    try:
+        score_format = parse_score_format(args.score_format, "--score-format")
+    except ValidationFailed as exc:  # a usage mistake, like a bad flag value: exit 2
+        print(f"scoreboard: {exc.detail}", file=sys.stderr)
+        return 2
     board = BoardConfig(
         id=identifier(args.id, "id"),
         title=text(args.title, "title", max_length=200),
@@ -154,6 +166,7 @@ def _create_board(settings: config.Settings, args: argparse.Namespace) -> int:
         player_submissions=True,
         reset_schedule="never",
         created_at=time.time(),
+        score_format=score_format,
     )
     store = _migrated_store(settings)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ALL_CODES
+from .formatting import DEFAULT_SCORE_FORMAT, SCORE_FORMAT_PATTERN
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -24,6 +25,16 @@ _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _INT = {"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1}
 _BOARD_ID = {"name": "board_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_SCORE_FORMAT = {
+    "type": "string",
+    "pattern": SCORE_FORMAT_PATTERN,
+    "description": (
+        "How clients show the board's scores (scores stay integers on the wire): `integer` "
+        "groups digits in threes (1,240); `decimal:N`, N 1-6, shows the score divided by 10^N "
+        "with exactly N decimals (decimal:2: 123456 -> 1,234.56); `duration_ms` shows "
+        "milliseconds as m:ss.mmm, h:mm:ss.mmm from an hour on (62345 -> 1:02.345)."
+    ),
+}
 
 
 def _query(name: str, minimum: int, maximum: int | None, default: int) -> dict[str, Any]:
@@ -80,6 +91,7 @@ SCHEMAS: dict[str, Any] = {
             "max_score": {"oneOf": [_INT, {"type": "null"}]},
             "player_submissions": {"type": "boolean"},
             "reset_schedule": {"enum": ["never"]},
+            "score_format": {**_SCORE_FORMAT, "default": DEFAULT_SCORE_FORMAT},
             "players": {"type": "integer", "readOnly": True},
             "seq": {"type": "integer", "readOnly": True},
         },
@@ -93,6 +105,7 @@ SCHEMAS: dict[str, Any] = {
             "max_score": {"oneOf": [_INT, {"type": "null"}]},
             "player_submissions": {"type": "boolean"},
             "reset_schedule": {"enum": ["never"]},
+            "score_format": _SCORE_FORMAT,
         },
     },
     "ScorePost": {

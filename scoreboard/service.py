@@ -38,6 +38,7 @@ from .errors import (
     ScoreboardError,
     ValidationFailed,
 )
+from .formatting import DEFAULT_SCORE_FORMAT, parse_score_format
 from .limits import KeyedLimiter
 from .ranking import TOP_N, Leaderboard, Operator, Order, Outcome
 from .store import BoardConfig, LoadedBoard, ScoreWrite, Store, UserRow
@@ -71,10 +72,11 @@ BOARD_FIELDS = frozenset(
         "max_score",
         "player_submissions",
         "reset_schedule",
+        "score_format",
     }
 )
 PATCHABLE_BOARD_FIELDS = frozenset(
-    {"title", "min_score", "max_score", "player_submissions", "reset_schedule"}
+    {"title", "min_score", "max_score", "player_submissions", "reset_schedule", "score_format"}
 )
 REGISTER_FIELDS = frozenset({"username", "password", "display_name"})
 LOGIN_FIELDS = frozenset({"username", "password"})
@@ -112,6 +114,7 @@ class BoardState:
             "max_score": c.max_score,
             "player_submissions": c.player_submissions,
             "reset_schedule": c.reset_schedule,
+            "score_format": c.score_format,
             "players": len(self.ranks),
             "seq": self.ranks.seq,
         }
@@ -287,6 +290,7 @@ class ScoreboardService:
                 body.get("reset_schedule", "never"), "reset_schedule", RESET_SCHEDULES
             ),
             created_at=self.clock(),
+            score_format=parse_score_format(body.get("score_format", DEFAULT_SCORE_FORMAT)),
         )
         _check_bounds(config)
         if config.id in self.boards:
@@ -313,6 +317,8 @@ class ScoreboardService:
             changes["reset_schedule"] = validation.choice(
                 body["reset_schedule"], "reset_schedule", RESET_SCHEDULES
             )
+        if "score_format" in body:
+            changes["score_format"] = parse_score_format(body["score_format"])
         config = replace(state.config, **changes)
         _check_bounds(config)
         await self.store.update_board(config)

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from . import errors, ranking
+from .formatting import DEFAULT_SCORE_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ T = TypeVar("T")
 ID_MAX_LENGTH = 64
 #: SPEC section 3: an Idempotency-Key is 1-255 characters.
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+#: The longest score_format ("duration_ms" is 11 characters), with room for new ones.
+SCORE_FORMAT_MAX_LENGTH = 16
 #: SPEC section 3 keeps idempotency answers at least 24 h; prune_answers never cuts younger.
 ANSWER_RETENTION_SECONDS = 24 * 3600
 #: Writes committed in one transaction at most: bounds the time a batch holds the write lock
@@ -100,6 +103,14 @@ boards = sa.Table(
     sa.Column("reset_schedule", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Added by migration 0002; boards made before it show "integer". formatting.py owns the
+    # values.
+    sa.Column(
+        "score_format",
+        sa.String(SCORE_FORMAT_MAX_LENGTH),
+        nullable=False,
+        server_default=DEFAULT_SCORE_FORMAT,
+    ),
 )
 
 player_records = sa.Table(
@@ -181,6 +192,7 @@ class BoardConfig:
     player_submissions: bool
     reset_schedule: str
     created_at: float
+    score_format: str = DEFAULT_SCORE_FORMAT  # see scoreboard.formatting
 
 
 @dataclass(slots=True)
@@ -838,6 +850,7 @@ def _board_settings(config: BoardConfig) -> dict[str, Any]:
         "max_score": config.max_score,
         "player_submissions": config.player_submissions,
         "reset_schedule": config.reset_schedule,
+        "score_format": config.score_format,
     }
 
 
@@ -893,4 +906,5 @@ def _board_config(row: sa.Row[Any]) -> BoardConfig:
         player_submissions=bool(row.player_submissions),
         reset_schedule=row.reset_schedule,
         created_at=row.created_at,
+        score_format=row.score_format,
     )

@@ -184,6 +184,7 @@ async def test_board_lifecycle_and_admin_rules(api):
         "max_score": None,
         "player_submissions": True,
         "reset_schedule": "never",
+        "score_format": "integer",
         "players": 0,
         "seq": 0,
     }
@@ -582,3 +583,88 @@ async def test_a_refused_write_is_not_kept_in_memory_or_built_upon(api, make_api
     # A second server over the same database agrees.
     again = await make_api(database_url=api.services.settings.database_url)
     assert (await again.get("/api/boards/kills/players/p1", token=token)).json["score"] == 8
+
+
+# -- score_format ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "score_format",
+    ["integer", "duration_ms", *(f"decimal:{n}" for n in range(1, 7))],
+)
+async def test_board_score_format_is_created_and_read_back(api, score_format):
+    created = await api.make_board("fmt", score_format=score_format)
+    assert created["score_format"] == score_format
+    keys = list(created)
+    assert keys.index("score_format") == keys.index("reset_schedule") + 1  # SPEC's order
+    got = await api.get("/api/boards/fmt", token=api.token("p1"))
+    assert got.status == 200 and got.json["score_format"] == score_format
+    listed = await api.get("/api/boards", token=api.token("p1"))
+    assert [b["score_format"] for b in listed.json["boards"]] == [score_format]
+
+
+async def test_board_score_format_defaults_to_integer_and_patch_changes_it(api):
+    assert (await api.make_board("laps", order="asc"))["score_format"] == "integer"
+    await api.post("/api/boards/laps/scores", {"score": 62345}, token=api.token("p1"))
+    patched = await api.patch("/api/boards/laps", {"score_format": "duration_ms"}, token=api.admin)
+    assert patched.status == 200, patched.body
+    assert patched.json["score_format"] == "duration_ms"
+    assert (patched.json["players"], patched.json["seq"]) == (1, 1)  # only the format changed
+    got = await api.get("/api/boards/laps", token=api.admin)
+    assert got.json["score_format"] == "duration_ms"
+    # Another field alone leaves it alone; scores stay integers on the wire.
+    await api.patch("/api/boards/laps", {"title": "Laps"}, token=api.admin)
+    assert (await api.get("/api/boards/laps", token=api.admin)).json["score_format"] == (
+        "duration_ms"
+    )
+    entry = await api.get("/api/boards/laps/players/p1", token=api.admin)
+    assert entry.json["score"] == 62345
+    assert_problem(
+        await api.patch("/api/boards/laps", {"score_format": "x"}, token=api.token("p1")),
+        403,
+        "forbidden",
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["decimal:7", "decimal:0", "decimal:01", "Integer", " integer", "", 5, None, True, ["integer"]],
+)
+async def test_a_bad_score_format_is_422_naming_the_value(api, bad):
+    created = await api.post(
+        "/api/boards", {"id": "bad", "title": "Bad", "score_format": bad}, token=api.admin
+    )
+    body = assert_problem(created, 422, "validation_failed")
+    assert "score_format" in body["detail"] and f"got {bad!r}" in body["detail"]
+    assert_problem(await api.get("/api/boards/bad", token=api.admin), 404, "not_found")
+
+    await api.make_board("good", score_format="decimal:2")
+    patched = await api.patch("/api/boards/good", {"score_format": bad}, token=api.admin)
+    body = assert_problem(patched, 422, "validation_failed")
+    assert f"got {bad!r}" in body["detail"]
+    assert (await api.get("/api/boards/good", token=api.admin)).json["score_format"] == (
+        "decimal:2"
+    )
+
+
+async def test_score_format_survives_a_restart(api, make_api):
+    await api.make_board("kept", score_format="decimal:3")
+    await api.make_board("changed")
+    await api.patch("/api/boards/changed", {"score_format": "duration_ms"}, token=api.admin)
+    again = await make_api(database_url=api.services.settings.database_url)
+    boards = (await again.get("/api/boards", token=again.admin)).json["boards"]
+    assert {b["id"]: b["score_format"] for b in boards} == {
+        "kept": "decimal:3",
+        "changed": "duration_ms",
+    }
+
+
+async def test_openapi_documents_score_format(api):
+    doc = (await api.get("/api/openapi.json")).json
+    schemas = doc["components"]["schemas"]
+    for name in ("Board", "BoardPatch"):
+        field = schemas[name]["properties"]["score_format"]
+        assert field["type"] == "string", name
+        assert field["pattern"] == "^(integer|duration_ms|decimal:[1-6])$", name
+        assert field["description"], name
+    assert schemas["Board"]["properties"]["score_format"]["default"] == "integer"

@@ -164,3 +164,33 @@ def test_cluster_flags_are_refused_until_cluster_mode_exists(tmp_path):
     result = run("--database-url", f"sqlite:///{tmp_path}/c.db", "--redis-url", "redis://x")
     assert result.returncode == 2
     assert "cluster mode" in result.stderr
+
+
+def test_board_create_score_format_flag(tmp_path):
+    url = f"sqlite:///{tmp_path}/fmt.db"
+    made = run("--database-url", url, "board", "create", "laps", "--title", "Laps")
+    assert made.returncode == 0, made.stderr
+    timed = run(
+        "--database-url",
+        url,
+        "board",
+        "create",
+        "race",
+        "--title",
+        "Race",
+        "--score-format",
+        "duration_ms",
+    )
+    assert timed.returncode == 0, timed.stderr
+    for bad in ("decimal:7", "Integer", "decimal:01", ""):
+        refused = run(
+            "--database-url", url, "board", "create", "bad", "--title", "B", "--score-format", bad
+        )
+        assert refused.returncode == 2, (bad, refused.stderr)
+        assert refused.stderr.splitlines() == [
+            f"scoreboard: --score-format must be integer, duration_ms or decimal:N with N 1-6, "
+            f"got {bad!r}"
+        ]
+    with sqlite3.connect(tmp_path / "fmt.db") as db:
+        rows = db.execute("SELECT id, score_format FROM boards ORDER BY id").fetchall()
+    assert rows == [("laps", "integer"), ("race", "duration_ms")]

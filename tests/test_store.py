@@ -175,7 +175,7 @@ def test_migrate_creates_the_schema_on_an_empty_database(db_url: str) -> None:
         "submissions",
         "server_settings",
     }
-    assert version == "0001"
+    assert version == "0002"
     assert diff == []
 
 
@@ -482,3 +482,109 @@ def test_settings_get_and_set(db_url: str) -> None:
         assert store.get_setting_sync("jwt_secret") == "third"
     finally:
         store.close()
+
+
+# -- score_format (migration 0002) ----------------------------------------------------------
+
+
+def alembic_to(url: str, revision: str, *, down: bool = False) -> None:
+    """Move the database to `revision` with Alembic's command API, as Store.migrate() does."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(store_module.ALEMBIC_INI))
+    config.set_main_option("script_location", str(store_module.MIGRATIONS_DIR))
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_score_format_is_stored_updated_and_read_back(db_url: str) -> None:
+    assert board().score_format == "integer"  # the default keeps old constructors working
+
+    async def scenario(store: Store) -> None:
+        await store.create_board(board("laps", score_format="duration_ms"))
+        store.create_board_sync(board("money", score_format="decimal:2"))
+        await store.create_board(board("plain"))
+        await store.update_board(board("plain", score_format="decimal:6"))
+
+    run(db_url, scenario)
+    store = Store(db_url)  # a fresh Store: what a restarted server reads
+    try:
+        loaded = {b.config.id: b.config for b in store.load_boards()}
+    finally:
+        store.close()
+    assert loaded == {
+        "laps": board("laps", score_format="duration_ms"),
+        "money": board("money", score_format="decimal:2"),
+        "plain": board("plain", score_format="decimal:6"),
+    }
+    assert scalar(db_url, "SELECT score_format FROM boards WHERE id = 'money'") == "decimal:2"
+
+
+def test_migration_0002_gives_existing_boards_integer_and_keeps_their_records(
+    db_url: str,
+) -> None:
+    alembic_to(db_url, "0001")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("boards")}
+            assert "score_format" not in columns
+            conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, name, role, created_at) "
+                    "VALUES ('alice', 'Alice', 'player', 1.5)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    'INSERT INTO boards (id, title, "order", operator, player_submissions, '
+                    "reset_schedule, created_at, seq) "
+                    "VALUES ('old', 'Old board', 'asc', 'set', :yes, 'never', 2.5, 7)"
+                ),
+                {"yes": True},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO player_records "
+                    "(board_id, user_id, score, subscore, reached_seq, updated_at) "
+                    "VALUES ('old', 'alice', 62345, 1, 7, 3.5)"
+                )
+            )
+    finally:
+        engine.dispose()
+
+    store = Store(db_url)
+    try:
+        store.migrate()  # 0001 -> head
+        (loaded,) = store.load_boards()
+    finally:
+        store.close()
+    assert loaded.config == board(
+        "old",
+        title="Old board",
+        order="asc",
+        operator="set",
+        created_at=2.5,
+        score_format="integer",
+    )
+    assert loaded.seq == 7
+    # Adding the column did not recreate the boards table (whose cascade would empty this).
+    assert loaded.records == [ranking.Record("alice", "Alice", 62345, 1, 7, 3.5)]
+    assert scalar(db_url, "SELECT version_num FROM alembic_version") == "0002"
+
+    # And back: the downgrade drops only the column.
+    alembic_to(db_url, "0001", down=True)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("boards")}
+    finally:
+        engine.dispose()
+    assert "score_format" not in columns
+    assert scalar(db_url, "SELECT count(*) FROM player_records") == 1
