@@ -12,11 +12,10 @@ import tornado.web
 
 from .auth import TokenCodec
 from .config import Settings
-from .handlers import api
+from .handlers import api, pages
 from .handlers.base import (
     BaseHandler,
     Health,
-    NotFoundHandler,
     Ready,
     Services,
     public,
@@ -58,7 +57,34 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/api/boards/{board_id}/updates", api.Updates),
     ("/api/admin/stats", api.AdminStats),
     ("/ws", LiveSocket),
+    # The web UI (templates/ and static/).
+    ("/", pages.IndexPage),
+    ("/boards/{board_id}", pages.BoardPage),
+    ("/boards/{board_id}/submit", pages.BoardSubmitForm),
+    ("/admin", pages.AdminPage),
+    ("/login", pages.LoginPage),
+    ("/register", pages.RegisterPage),
+    ("/logout", pages.LogoutForm),
+    ("/auth/session", pages.SessionToken),
 ]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = REPO_ROOT / "templates"
+STATIC_PATH = REPO_ROOT / "static"
+
+
+class StaticFiles(tornado.web.StaticFileHandler):
+    """`/static/`: versioned URLs (`?v=hash`) are cached for good, others revalidated.
+
+    Pages link their entry scripts and CSS with `static_url` (versioned); the ES modules those
+    scripts import are plain URLs, so without `no-cache` a browser could keep an old module
+    next to a new page for hours by heuristic caching.
+    """
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        if not self.get_argument("v", None):
+            self.set_header("Cache-Control", "no-cache")
 
 
 def route_pattern(template: str) -> str:
@@ -126,10 +152,15 @@ def make_app(services: Services, **extra: Any) -> tornado.web.Application:
     handlers = [(route_pattern(path), handler, args) for path, handler in ROUTES]
     return tornado.web.Application(
         handlers,
-        default_handler_class=NotFoundHandler,
+        default_handler_class=pages.NotFoundPage,
         default_handler_args=args,
         log_function=log_request,
         compress_response=False,  # frames are small; gzip costs more CPU than it saves here
         allowed_origins=services.settings.allowed_origins,
+        template_path=str(TEMPLATE_PATH),
+        static_path=str(STATIC_PATH),
+        static_handler_class=StaticFiles,
+        # The XSRF cookie only guards the pages' form posts; scripts never need to read it.
+        xsrf_cookie_kwargs={"httponly": True, "samesite": "Lax"},
         **extra,
     )

@@ -11,6 +11,8 @@ Pure: no I/O, no Tornado. Exact integer arithmetic only (never floats), so every
 
 from __future__ import annotations
 
+import re
+
 from .errors import ValidationFailed
 
 #: Every accepted `score_format`, with what it shows. The keys are the canonical spellings:
@@ -78,3 +80,52 @@ def _duration(ms: int) -> str:
     if hours:
         return f"{hours}:{minutes:02d}:{secs:02d}.{millis:03d}"
     return f"{minutes}:{secs:02d}.{millis:03d}"
+
+
+_NUMBER_RE = re.compile(r"(-?)(\d+)(?:\.(\d*))?")
+_TIME_RE = re.compile(r"(?:(?:(\d+):)?(\d{1,2}):)?(\d{1,2})(?:\.(\d{1,3}))?")
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def parse_score_input(text: str, score_format: str) -> int:
+    """Read a score typed by a person in the board's own notation (`1:02.345` on a time board,
+    `12.34` on a two-decimal board, plain milliseconds or integers too) into the stored integer.
+
+    The score form posts without scripts through this; static/js/score-input.js is the same
+    reader in the browser. Raises ValueError with a message fit to show next to the field.
+    """
+    typed = re.sub(r"[,_\s]", "", text)
+    if not typed:
+        raise ValueError("Enter a score.")
+    if score_format == "duration_ms":
+        value = _parse_duration(typed)
+    else:
+        decimals = int(score_format.removeprefix("decimal:")) if ":" in score_format else 0
+        match = _NUMBER_RE.fullmatch(typed)
+        if match is None:
+            raise ValueError(f"A score is a number, got {text.strip()!r}.")
+        sign, whole, fraction = match.group(1), match.group(2), match.group(3) or ""
+        if len(fraction) > decimals:
+            raise ValueError(
+                f"At most {decimals} decimals." if decimals else "A score is a whole number."
+            )
+        value = int(sign + whole + fraction.ljust(decimals, "0"))
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise ValueError("That number is too large.")
+    return value
+
+
+def _parse_duration(typed: str) -> int:
+    if typed.startswith("-") and not typed.startswith("--"):
+        return -_parse_duration(typed[1:])
+    if typed.isdigit():
+        return int(typed)
+    match = _TIME_RE.fullmatch(typed)
+    bad = ValueError(f"A time looks like 1:02.345, got {typed!r}.")
+    if match is None:
+        raise bad
+    hours, minutes, seconds, millis = match.groups()
+    if int(seconds) > 59 or (hours is not None and int(minutes) > 59):
+        raise bad
+    total_s = (int(hours or 0) * 60 + int(minutes or 0)) * 60 + int(seconds)
+    return total_s * 1000 + int((millis or "").ljust(3, "0"))

@@ -20,6 +20,7 @@ from scoreboard.formatting import (
     SCORE_FORMATS,
     format_score,
     parse_score_format,
+    parse_score_input,
 )
 
 CASES_PATH = Path(__file__).resolve().parent / "score_format_cases.json"
@@ -150,3 +151,46 @@ def test_format_score_refuses_an_unknown_format(fmt: str) -> None:
 def test_format_score_refuses_what_is_not_an_int(score: Any) -> None:
     with pytest.raises(TypeError):
         format_score(score, "integer")
+
+
+# -- reading typed scores back ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['format']}:{c['score']}")
+def test_what_a_board_shows_reads_back_to_the_same_score(case):
+    assert parse_score_input(case["display"], case["format"]) == case["score"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "score_format", "expected"),
+    [
+        ("1240", "integer", 1240),
+        (" 1,240 ", "integer", 1240),
+        ("12.3", "decimal:2", 1230),
+        ("12", "decimal:2", 1200),
+        ("1:02.3", "duration_ms", 62300),
+        ("59.999", "duration_ms", 59999),
+        ("62345", "duration_ms", 62345),
+    ],
+)
+def test_typed_scores_in_the_boards_notation(typed, score_format, expected):
+    assert parse_score_input(typed, score_format) == expected
+
+
+@pytest.mark.parametrize(
+    ("typed", "score_format", "message"),
+    [
+        ("", "integer", "Enter a score."),
+        ("12.5", "integer", "A score is a whole number."),
+        ("1.234", "decimal:2", "At most 2 decimals."),
+        ("lots", "integer", "A score is a number, got 'lots'."),
+        ("1:75.000", "duration_ms", "A time looks like 1:02.345, got '1:75.000'."),
+        ("1:60:00", "duration_ms", "A time looks like 1:02.345, got '1:60:00'."),
+        ("--1:00", "duration_ms", "A time looks like 1:02.345, got '--1:00'."),
+        ("9007199254740992", "integer", "That number is too large."),
+    ],
+)
+def test_typed_scores_that_are_refused_say_why(typed, score_format, message):
+    with pytest.raises(ValueError) as caught:
+        parse_score_input(typed, score_format)
+    assert str(caught.value) == message

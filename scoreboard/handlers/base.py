@@ -25,7 +25,6 @@ from ..errors import (
     AuthFailed,
     BadRequest,
     Forbidden,
-    NotFound,
     ScoreboardError,
     TooLarge,
     UnsupportedMediaType,
@@ -249,13 +248,6 @@ class BaseHandler(tornado.web.RequestHandler):
         metrics.HTTP_REQUEST_DURATION.labels(
             type(self).__name__, self.request.method, str(self.get_status())
         ).observe(self.request.request_time())
-
-
-class NotFoundHandler(BaseHandler):
-    """Every path no route matches: a problem+json 404 instead of Tornado's HTML page."""
-
-    def prepare(self) -> None:
-        raise NotFound(f"no such path {self.request.path!r}")
 
 
 class Health(BaseHandler):
