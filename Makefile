@@ -16,12 +16,19 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# Test-only npm packages (axe-core, puppeteer-core), exactly as package-lock.json pins them.
+# No install scripts run: puppeteer-core drives the machine's own firefox-esr, it downloads none.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
 run: $(VENV)/.runtime
 	$(PY) run.py
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	node --test tests/js/
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev
