@@ -180,6 +180,11 @@ const live = connect({
 });
 retryButton.addEventListener("click", () => live.retryNow());
 window.addEventListener("pagehide", () => live.close());
+// A page restored from the back/forward cache had its connection closed on the way out:
+// load it afresh rather than show standings frozen at the moment it was left.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) location.reload();
+});
 
 drawYou();
 drawChart();
