@@ -696,6 +696,31 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(live
     del message
 
 
+@pytest.mark.xfail(strict=True, raises=TypeError, reason="len(IOStream._write_buffer) is None")
+async def test_a_stream_closed_before_on_close_breaks_neither_the_sweep_nor_a_reply(live, caplog):
+    # IOStream.close() (a send error, a reset peer, an abort) runs on_close only on a later
+    # loop turn; in that window the hub still holds the connection as backlogged.
+    api = await live(max_unsent_bytes=64 * 2**20)
+    hub = api.services.hub
+    raw = await RawClient.connect(api, api.token("gone"), rcvbuf=4096)
+    (conn,) = hub._conns
+    big = {"type": "pong", "data": {"t": "x" * (8 * 2**20)}}
+    hub._send(conn, _frame(json.dumps(big).encode()), "pong")  # more than the kernel takes
+    assert conn.state.value == "backlogged"
+    conn.sink.abort()  # the stream is closed now; on_close follows on a later loop turn
+    hub._sweep_handle.cancel()
+    hub._sweep()  # the whole sweep: stalls, expiry, pings, status
+    hub.send_error(conn, "internal", "an answer in the window")  # e.g. a late ack
+    assert "hub sweep failed" not in caplog.text
+    raw.close()
+    await eventually(lambda: hub.connection_count == 0)
+
+
+def _frame(payload: bytes) -> bytes:
+    """An unmasked server text frame with a 64-bit length field."""
+    return bytes((0x81, 127)) + struct.pack("!Q", len(payload)) + payload
+
+
 # -- shutdown --------------------------------------------------------------------------------
 
 
