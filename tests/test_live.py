@@ -696,7 +696,6 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(live
     del message
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="len(IOStream._write_buffer) is None")
 async def test_a_stream_closed_before_on_close_breaks_neither_the_sweep_nor_a_reply(live, caplog):
     # IOStream.close() (a send error, a reset peer, an abort) runs on_close only on a later
     # loop turn; in that window the hub still holds the connection as backlogged.

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 import tornado.web
+from tornado import httputil
 
 from .. import metrics
 from ..auth import Identity, Role, TokenCodec
@@ -66,8 +67,39 @@ class Services:
     hub: Hub
 
 
-def problem_body(status: int, code: str, title: str, detail: str) -> bytes:
-    """An RFC 9457 problem document with the SPEC section 6 `code`."""
+def bearer_token(header: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header; AuthFailed for any other form."""
+    scheme, _, value = header.partition(" ")
+    token = value.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthFailed("expected Authorization: Bearer <token>")
+    return token
+
+
+def retry_after_header(seconds: float) -> str:
+    """Whole seconds for `Retry-After`, rounded up: waiting that long must be enough."""
+    return str(max(1, math.ceil(seconds)))
+
+
+def send_problem(
+    handler: tornado.web.RequestHandler,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    retry_after: float | None = None,
+) -> None:
+    """Finish `handler` with an RFC 9457 problem document carrying the SPEC section 6 `code`.
+
+    The one builder of error answers: API errors and refused WebSocket handshakes alike.
+    """
+    metrics.ERRORS.labels(code).inc()
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/problem+json")
+    handler.set_header("Cache-Control", "no-store")
+    if retry_after is not None:
+        handler.set_header("Retry-After", retry_after_header(retry_after))
     problem = {
         "type": PROBLEM_TYPE + code,
         "title": title,
@@ -75,7 +107,7 @@ def problem_body(status: int, code: str, title: str, detail: str) -> bytes:
         "detail": detail,
         "code": code,
     }
-    return orjson.dumps(problem)
+    handler.finish(orjson.dumps(problem))
 
 
 def redacted_uri(uri: str) -> str:
@@ -178,10 +210,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if not self._identity_checked:
             header = self.request.headers.get("Authorization")
             if header is not None:
-                scheme, _, token = header.partition(" ")
-                if scheme.lower() != "bearer" or not token.strip():
-                    raise AuthFailed("expected Authorization: Bearer <token>")
-                self._identity = self.services.tokens.decode(token.strip())
+                self._identity = self.services.tokens.decode(bearer_token(header))
             # Only once a header was absent or good: a bad one raises on every access.
             self._identity_checked = True
         return self._identity
@@ -191,21 +220,24 @@ class BaseHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        # Runs before initialize(), so the origins come from the application's settings.
-        origin = self.request.headers.get("Origin")
-        if (
-            origin is not None
-            and origin.rstrip("/") in self.application.settings["allowed_origins"]
-        ):
+        origin = self._allowed_origin()
+        if origin is not None:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Allow-Credentials", "true")
             self.set_header("Access-Control-Expose-Headers", "Retry-After")
         self.add_header("Vary", "Origin")
 
+    def _allowed_origin(self) -> str | None:
+        """The request's Origin when CORS allows it, else None."""
+        # Runs before initialize(), so the origins come from the application's settings.
+        origin = self.request.headers.get("Origin")
+        allowed = self.application.settings["allowed_origins"]
+        return origin if origin is not None and origin.rstrip("/") in allowed else None
+
     @public
     def options(self, *args: Any) -> None:
         """CORS preflight; only allowed origins get the allow headers."""
-        if self._headers.get("Access-Control-Allow-Origin"):
+        if self._allowed_origin() is not None:
             self.set_header("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
             self.set_header(
                 "Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key"
@@ -221,16 +253,14 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ScoreboardError):
-            code, title, detail = exc.code, exc.title, exc.detail
-            if exc.retry_after is not None:
-                self.set_header("Retry-After", str(max(1, math.ceil(exc.retry_after))))
-        else:
-            code = _CODE_BY_STATUS.get(status_code, "internal")
-            title = self._reason
-            detail = title if status_code >= 500 else getattr(exc, "log_message", None) or title
-        metrics.ERRORS.labels(code).inc()
-        self.set_header("Content-Type", "application/problem+json")
-        self.finish(problem_body(status_code, code, title, detail))
+            send_problem(
+                self, status_code, exc.code, exc.title, exc.detail, retry_after=exc.retry_after
+            )
+            return
+        code = _CODE_BY_STATUS.get(status_code, "internal")
+        title = getattr(exc, "reason", None) or httputil.responses.get(status_code, "Unknown")
+        detail = title if status_code >= 500 else getattr(exc, "log_message", None) or title
+        send_problem(self, status_code, code, title, detail)
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
