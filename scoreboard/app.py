@@ -6,6 +6,7 @@ import logging
 import re
 import secrets
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import tornado.web
@@ -25,6 +26,7 @@ from .handlers.live import LiveSocket
 from .hub import Hub
 from .openapi import document
 from .service import ScoreboardService
+from .session import Sessions
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -141,9 +143,12 @@ def build_services(settings: Settings) -> Services:
         ttl=settings.token_ttl,
     )
     service = ScoreboardService(settings, store, tokens)
-    hub = Hub(settings, service)
+    hub = Hub(settings, MappingProxyType(service.boards))
     service.add_listener(hub)
-    return Services(settings=settings, store=store, tokens=tokens, service=service, hub=hub)
+    sessions = Sessions(settings, service, hub)
+    return Services(
+        settings=settings, store=store, tokens=tokens, service=service, hub=hub, sessions=sessions
+    )
 
 
 def make_app(services: Services, **extra: Any) -> tornado.web.Application:

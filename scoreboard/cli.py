@@ -226,6 +226,6 @@ async def _serve(services: Services) -> None:
 
 async def shutdown(services: Services) -> None:
     """Let running submissions commit and answer, then drain and close the store."""
-    await services.hub.close_all()
+    await services.sessions.close_all()
     await services.service.drain(SHUTDOWN_GRACE_S)
     await asyncio.get_running_loop().run_in_executor(None, services.store.close)

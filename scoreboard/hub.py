@@ -1,17 +1,16 @@
-"""Live delivery (SPEC section 5): rooms, the coalescing tick, shared pre-encoded frames,
-conflation for slow consumers, heartbeats, token expiry and the graceful drain.
+"""Live delivery (SPEC section 5): rooms, the coalescing tick, rank checks, heartbeats, token
+expiry, connection counts and the graceful close.
 
-The hub owns every live connection and every timer of live delivery. It knows sockets only
-through the `Sink` interface (handlers/live.py implements it over a Tornado stream): hand over
-bytes of whole WebSocket frames, say how many bytes still wait, close. It is told of committed
-changes as a `service.BoardListener` and answers client messages by calling the service.
+The hub owns every live connection (connections.py) and every timer of live delivery. It is told
+of committed changes as a `service.BoardListener`, each call handing it the board's standings,
+so it never reads a board back and never imports the service; sessions (session.py) call it to
+open, subscribe and answer. It keeps a read-only view of the boards for the admin figures only.
 
-Cost model: a `score_update` is serialized and framed once per board per tick and the same
-bytes object is handed to every subscriber. A connection whose stream still holds unsent bytes
-never gets a second state frame for a board queued behind the first: it keeps only the newest
-pending frame per board and gets it when its stream drains. One hub-wide sweep timer does the
-protocol pings, token expiry and stall checks for all connections; a board has a timer only
-while it has a merged change waiting.
+Cost model: a `score_update` is serialized and framed once per board per tick (frames.py) and
+the same bytes object is handed to every subscriber; the `Outbox` conflates for connections
+whose stream still holds bytes. One hub-wide sweep timer does the protocol pings, token expiry
+and stall checks for all connections; a board has a timer only while it has a merged change
+waiting or a rank check due.
 """
 
 from __future__ import annotations
@@ -21,46 +20,23 @@ import heapq
 import itertools
 import logging
 import math
-import secrets
-import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from enum import Enum, IntEnum
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import orjson
-
-from . import metrics
+from . import frames, metrics
 from .auth import Identity
 from .config import Settings
-from .errors import (
-    AuthFailed,
-    BadRequest,
-    Forbidden,
-    Overloaded,
-    RateLimited,
-    ScoreboardError,
-)
-from .limits import TokenBucket
-from .ranking import TOP_N, Outcome, format_timestamp
-from .service import ScoreboardService
+from .connections import RANK, SNAPSHOT, STATE, Connection, ConnState, Outbox, Sink
+from .errors import Overloaded, RateLimited, ScoreboardError
+from .frames import PING_FRAME, CloseCode
+from .pacing import broadcast_delay, close_delay, message_rate, ping_slices, sweep_period
+from .ranking import Leaderboard, Outcome, format_timestamp
 
 log = logging.getLogger(__name__)
 
-MAX_SUBSCRIPTIONS = 20  # boards per connection (SPEC section 5)
-MAX_MESSAGE_BYTES = 4 * 1024  # larger client messages close with 1009 (SPEC section 5)
-# What browsers are told to use for their `ping` messages: under the 30 s idle timeout of
-# common proxies and load balancers, with room for one late ping.
-HEARTBEAT_INTERVAL_S = 25
-# The sweep (pings, expiry, stalls) runs at a quarter of the shortest timer it serves, so a
-# deadline is noticed at most 25 % late, but never more often than 50 times a second.
-MAX_SWEEP_PERIOD_S = 1.0
-MIN_SWEEP_PERIOD_S = 0.02
 LAG_PROBE_INTERVAL_S = 0.5  # how often the event-loop lag probe is scheduled
-# A rate-limit streak ends after this long without a refused message: a client that slows down
-# is forgiven, one that stays over the limit for `ws_abuse_close_after` s is closed with 1008.
-ABUSE_QUIET_S = 1.0
 # Per-connection connection_status frames are built in chunks of this many connections per
 # loop turn, so that a status round over 20,000 connections never stalls the loop for long.
 STATUS_CHUNK = 500
@@ -71,121 +47,12 @@ EXPIRY_SLACK = 1024  # stale expiry entries tolerated before the heap is rebuilt
 RATE_SAMPLES = 6  # messages/s of the admin stats: over the last ~5 sweeps
 TOP_USERS = 10  # users listed in the admin stats' top_users_by_connections
 
-PING_FRAME = b"\x89\x00"  # an unmasked protocol ping with no payload
-PROCESS_TAG = secrets.token_hex(3)  # makes connection ids unique across restarts
 
+class BoardView(Protocol):
+    """What the hub may read of a board: its standings (never changes them)."""
 
-class CloseCode(IntEnum):
-    """WebSocket close codes of SPEC section 5."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    POLICY = 1008
-    TOO_BIG = 1009
-    INTERNAL = 1011
-    TRY_AGAIN_LATER = 1013
-    AUTH = 4401
-    FORBIDDEN = 4403
-
-
-class ConnState(Enum):
-    """Where a connection is in its life, as the hub sees it."""
-
-    OPEN = "open"  # the stream is idle: frames go straight to the socket
-    BACKLOGGED = "backlogged"  # bytes wait in the stream: state frames are conflated
-    CLOSING = "closing"  # the hub closed it; waiting for the socket to go
-    CLOSED = "closed"
-
-
-class Sink(Protocol):
-    """The socket side of one connection, as the hub needs it."""
-
-    def send_frame(self, data: bytes) -> bool:
-        """Hand whole frames to the socket; False when some bytes wait in user space.
-
-        Once it returned False, the sink calls `Hub.drained(conn)` when its queue empties.
-        """
-        ...
-
-    def unsent_bytes(self) -> int:
-        """Bytes accepted by `send_frame` and not yet handed to the kernel."""
-        ...
-
-    def flushed_bytes(self) -> int:
-        """A counter that grows whenever queued bytes reach the kernel (progress)."""
-        ...
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Start the closing handshake with `code`."""
-        ...
-
-    def abort(self) -> None:
-        """Drop the TCP connection at once (the peer is gone or hostile)."""
-        ...
-
-
-# -- pure helpers: framing and timing maths --------------------------------------------------
-
-
-def encode_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """An unmasked, unfragmented, uncompressed server frame (RFC 6455 section 5.2)."""
-    length = len(payload)
-    first = 0x80 | opcode
-    if length < 126:
-        return bytes((first, length)) + payload
-    if length <= 0xFFFF:
-        return struct.pack("!BBH", first, 126, length) + payload
-    return struct.pack("!BBQ", first, 127, length) + payload
-
-
-def message(kind: str, data: dict[str, Any]) -> bytes:
-    """The framed JSON envelope `{"type", "data"}`."""
-    return encode_frame(orjson.dumps({"type": kind, "data": data}))
-
-
-def broadcast_delay(*, last_sent_at: float, interval: float, now: float) -> float:
-    """Seconds until a board may send its next score_update: 0 after a quiet period."""
-    return max(0.0, last_sent_at + interval - now)
-
-
-def sweep_period(*, ping_interval: float, slow_consumer_timeout: float) -> float:
-    """Period of the hub-wide sweep timer, a quarter of the shortest deadline it checks."""
-    quarter = min(ping_interval, slow_consumer_timeout) / 4
-    return min(MAX_SWEEP_PERIOD_S, max(MIN_SWEEP_PERIOD_S, quarter))
-
-
-def ping_slices(*, ping_interval: float, period: float) -> int:
-    """How many slices the connections are split into so each is pinged once per interval."""
-    return max(1, round(ping_interval / period))
-
-
-def stalled(*, mark: float, now: float, timeout: float) -> bool:
-    """True when no byte could be written since `mark` for `timeout` seconds."""
-    return now - mark >= timeout
-
-
-def abuse_streak_start(
-    *, streak_start: float | None, last_refused_at: float | None, now: float, quiet: float
-) -> float:
-    """When the current over-the-rate streak began, counting a refusal at `now`."""
-    if streak_start is None or last_refused_at is None or now - last_refused_at > quiet:
-        return now
-    return streak_start
-
-
-def close_delay(*, index: int, count: int, spread: float) -> float:
-    """Seconds after the start of a shutdown at which connection `index` of `count` closes."""
-    if count <= 0:
-        return 0.0
-    return spread * index / count
-
-
-def message_rate(samples: Iterable[tuple[float, int]]) -> float:
-    """Messages per second over (time, running total) samples, oldest first."""
-    points = list(samples)
-    if len(points) < 2 or points[-1][0] <= points[0][0]:
-        return 0.0
-    return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+    @property
+    def ranks(self) -> Leaderboard: ...
 
 
 def affected_from(outcome: Outcome) -> float:
@@ -200,60 +67,6 @@ def affected_from(outcome: Outcome) -> float:
     return min(outcome.rank, outcome.previous_rank)
 
 
-# -- state --------------------------------------------------------------------------------
-
-
-class _Snapshot:
-    """Marker in a pending queue: build a fresh snapshot when the stream drains."""
-
-    __slots__ = ()
-
-
-SNAPSHOT = _Snapshot()
-_STATE = 0  # pending key kinds: the board's state (snapshot / score_update) ...
-_RANK = 1  # ... and the user's own rank_update
-
-
-class Connection:
-    """One live WebSocket as the hub sees it; small on purpose (there are tens of thousands)."""
-
-    __slots__ = (
-        "awaiting_pong",
-        "boards",
-        "bucket",
-        "close_reason",
-        "identity",
-        "last_refused_at",
-        "pending",
-        "serial",
-        "sink",
-        "stall_mark",
-        "stall_since",
-        "state",
-        "streak_start",
-    )
-
-    def __init__(self, serial: int, identity: Identity | None, sink: Sink) -> None:
-        self.serial = serial
-        self.identity = identity
-        self.sink = sink
-        self.state = ConnState.OPEN
-        self.boards: dict[str, int] = {}  # subscribed board -> seq of the last state frame
-        self.pending: dict[tuple[int, str], bytes | _Snapshot] | None = None
-        self.awaiting_pong = False
-        self.stall_mark = 0
-        self.stall_since = 0.0
-        self.bucket: TokenBucket | None = None  # made at the first message
-        self.streak_start: float | None = None
-        self.last_refused_at: float | None = None
-        self.close_reason: str | None = None
-
-    @property
-    def id(self) -> str:
-        """The connection_id: unique across restarts, built on demand (not stored per socket)."""
-        return f"{PROCESS_TAG}-{self.serial:x}"
-
-
 class Room:
     """The subscribers of one board and its coalescing and rank-update state."""
 
@@ -266,14 +79,16 @@ class Room:
         "players",
         "rank_from",
         "rank_timer",
+        "ranks",
         "subscribers_gauge",
         "timer",
         "updated_user",
         "window_start",
     )
 
-    def __init__(self, board_id: str) -> None:
+    def __init__(self, board_id: str, ranks: Leaderboard) -> None:
         self.board_id = board_id
+        self.ranks = ranks  # the board's standings, as last handed to the hub
         self.conns: dict[Connection, None] = {}
         self.members: tuple[Connection, ...] | None = ()  # cached for iteration; None = stale
         self.players: dict[str, list[Connection]] = {}  # signed-in subscribers by user
@@ -292,25 +107,29 @@ class Room:
         return self.members
 
 
-# -- the hub ------------------------------------------------------------------------------
-
-
 class Hub:
     """Owns every live connection, room and timer of the process."""
 
     def __init__(
         self,
         settings: Settings,
-        service: ScoreboardService,
+        boards: Mapping[str, BoardView],
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.service = service
+        self.boards = boards  # read-only: for the admin figures
         self.clock = clock
         self.wall_clock = wall_clock
         self.accepting = True
+        self.outbox = Outbox(
+            max_unsent_bytes=settings.max_unsent_bytes,
+            slow_consumer_timeout=settings.slow_consumer_timeout,
+            clock=clock,
+            fresh_snapshot=self._snapshot_frame,
+            close_slow=self._close_slow,
+        )
         self._interval_s = settings.broadcast_interval_ms / 1000
         self._period = sweep_period(
             ping_interval=settings.ping_interval,
@@ -324,11 +143,9 @@ class Hub:
         self._user_conns: dict[str, int] = {}
         self._anonymous = 0
         self._rooms: dict[str, Room] = {}
-        self._backlogged: set[Connection] = set()
         self._closing: set[Connection] = set()  # closed by the hub, socket not gone yet
         self._expiry: list[tuple[float, int, Connection]] = []
         self._serials = itertools.count(1)
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._probe_handle: asyncio.TimerHandle | None = None
@@ -337,7 +154,6 @@ class Hub:
         self._last_status_at = -math.inf
         self._status_count = 0  # user_count of the last status round
         self._status_handle: asyncio.Handle | None = None
-        self._sent_total = 0
         self._received_total = 0
         self._rate_samples: deque[tuple[float, int, int]] = deque(maxlen=RATE_SAMPLES)
 
@@ -357,23 +173,17 @@ class Hub:
             conn.sink.abort()
 
     def stop(self) -> None:
-        """Cancel every timer and task of the hub (the sockets are left as they are)."""
+        """Cancel every timer of the hub (the sockets are left as they are)."""
         for handle in (self._sweep_handle, self._probe_handle, self._status_handle):
             if handle is not None:
                 handle.cancel()
         self._sweep_handle = self._probe_handle = self._status_handle = None
         for room in self._rooms.values():
             self._cancel_room_timers(room)
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
 
     async def close_all(self) -> None:
-        """Graceful drain: refuse new work, let acks go out, close with 1001 over the spread."""
+        """Refuse new connections and close every one with 1001, spread over time."""
         self.accepting = False
-        deadline = self.clock() + CLOSE_HANDSHAKE_GRACE_S
-        while self._tasks and self.clock() < deadline:
-            await asyncio.sleep(SHUTDOWN_STEP_S)
         conns = list(self._conns)
         count = len(conns)
         start = self.clock()
@@ -414,15 +224,8 @@ class Hub:
     def connection_count(self) -> int:
         return len(self._conns)
 
-    def open(
-        self,
-        sink: Sink,
-        identity: Identity | None,
-        *,
-        board: str | None = None,
-        reconnect: bool = False,
-    ) -> Connection:
-        """Register an upgraded connection: connection_status now, a snapshot if `board`."""
+    def open(self, sink: Sink, identity: Identity | None, *, reconnect: bool = False) -> Connection:
+        """Register an upgraded connection and send it its connection_status."""
         serial = next(self._serials)
         conn = Connection(serial, identity, sink)
         self._conns[conn] = None
@@ -436,10 +239,21 @@ class Hub:
         metrics.WS_CONNECTIONS_OPENED.inc()
         if reconnect:
             metrics.WS_RECONNECTS.inc()
-        self._send(conn, self._status_frame(conn, self.user_count), "connection_status")
-        if board is not None:
-            self._subscribe(conn, board, None)
+        self.outbox.send(conn, self._status_frame(conn, self.user_count), "connection_status")
         return conn
+
+    def refresh_identity(self, conn: Connection, identity: Identity) -> None:
+        """The connection's user sent a new token (same `sub`): a new expiry."""
+        conn.identity = identity
+        heapq.heappush(self._expiry, (identity.exp, conn.serial, conn))
+
+    def pong(self, conn: Connection) -> None:
+        """A protocol pong arrived."""
+        conn.awaiting_pong = False
+
+    def drained(self, conn: Connection) -> None:
+        """The sink's queue emptied: write the pending frames, newest state per board."""
+        self.outbox.drained(conn)
 
     def closed(self, conn: Connection, *, client_code: int | None) -> None:
         """The socket is gone (told by the handler's on_close)."""
@@ -454,7 +268,7 @@ class Hub:
 
     def close(self, conn: Connection, code: int, reason: str, text: str) -> None:
         """Close a connection from the server side, counted under `reason`."""
-        if conn.state in (ConnState.CLOSING, ConnState.CLOSED):
+        if not conn.live:
             return
         self._forget(conn, reason)
         conn.state = ConnState.CLOSING
@@ -465,14 +279,16 @@ class Hub:
             # already reached the kernel unless bytes were queued, and is then lost with them.
             conn.sink.abort()
 
+    def _close_slow(self, conn: Connection) -> None:
+        self.close(conn, CloseCode.TRY_AGAIN_LATER, "slow_consumer", "too slow")
+
     def _forget(self, conn: Connection, reason: str) -> None:
         """Take a connection out of every room and count; it gets nothing more."""
         self._conns.pop(conn, None)
         self._slices[conn.serial % len(self._slices)].pop(conn, None)
-        self._backlogged.discard(conn)
-        conn.pending = None
+        self.outbox.forget(conn)
         for board_id in list(conn.boards):
-            self._leave_room(conn, board_id)
+            self.unsubscribe(conn, board_id)
         if conn.identity is not None:
             sub = conn.identity.sub
             left = self._user_conns.get(sub, 1) - 1
@@ -485,74 +301,15 @@ class Hub:
         metrics.WS_CONNECTIONS.dec()
         metrics.WS_CLOSED_BY_REASON[reason].inc()
 
-    # -- sending ---------------------------------------------------------------------------
+    # -- replies ---------------------------------------------------------------------------
 
-    def _count(self, kind: str, n: int = 1) -> None:
-        metrics.WS_SENT_BY_TYPE[kind].inc(n)
-        self._sent_total += n
+    def count_received(self) -> None:
+        """A client message arrived (for the admin stats' messages/s)."""
+        self._received_total += 1
 
-    def _send(self, conn: Connection, frame: bytes, kind: str) -> None:
-        """Send a frame that must not be conflated (status, ack, pong, error)."""
-        state = conn.state
-        if state is ConnState.OPEN:
-            if not conn.sink.send_frame(frame):
-                self._backlog(conn)
-        elif state is ConnState.BACKLOGGED:
-            conn.sink.send_frame(frame)
-            self._check_unsent(conn)
-        else:
-            return
-        self._count(kind)
-
-    def _send_state(self, conn: Connection, key: tuple[int, str], frame: bytes | _Snapshot) -> bool:
-        """Send a state frame, or keep it as the newest pending one of its key; True if sent."""
-        if conn.state is ConnState.OPEN:
-            if isinstance(frame, _Snapshot):
-                frame = self._snapshot_frame(conn, key[1])
-            if not conn.sink.send_frame(frame):
-                self._backlog(conn)
-            return True
-        if conn.state is ConnState.BACKLOGGED:
-            pending = conn.pending
-            if pending is None:
-                pending = conn.pending = {}
-            # A pending snapshot stays: it is built at drain time and so holds every later state.
-            if not isinstance(pending.get(key), _Snapshot):
-                pending[key] = frame
-        return False
-
-    def _backlog(self, conn: Connection) -> None:
-        conn.state = ConnState.BACKLOGGED
-        self._backlogged.add(conn)
-        conn.stall_mark = conn.sink.flushed_bytes()
-        conn.stall_since = self.clock()
-        self._check_unsent(conn)
-
-    def _check_unsent(self, conn: Connection) -> None:
-        if conn.sink.unsent_bytes() > self.settings.max_unsent_bytes:
-            self.close(conn, CloseCode.TRY_AGAIN_LATER, "slow_consumer", "too slow")
-
-    def drained(self, conn: Connection) -> None:
-        """The sink's queue emptied: write the pending frames, newest state per board."""
-        if conn.state is not ConnState.BACKLOGGED or conn.sink.unsent_bytes():
-            return
-        pending, conn.pending = conn.pending, None
-        conn.state = ConnState.OPEN
-        self._backlogged.discard(conn)
-        if not pending:
-            return
-        frames = []
-        for (kind, board_id), frame in pending.items():
-            if board_id not in conn.boards:
-                continue
-            if isinstance(frame, _Snapshot):
-                frame = self._snapshot_frame(conn, board_id)
-                self._count("snapshot")
-            else:
-                self._count("score_update" if kind == _STATE else "rank_update")
-            frames.append(frame)
-        if frames and not conn.sink.send_frame(b"".join(frames)):
-            self._backlog(conn)
+    def send_reply(self, conn: Connection, frame: bytes, kind: str) -> None:
+        """Send a frame that is never conflated (ack, pong, error, status)."""
+        self.outbox.send(conn, frame, kind)
 
     def send_error(
         self,
@@ -563,89 +320,50 @@ class Hub:
         request_id: Any = None,
         retry_after: float | None = None,
     ) -> None:
-        data: dict[str, Any] = {"code": code, "message": text}
-        if request_id is not None:
-            data["request_id"] = request_id
-        if retry_after is not None:
-            data["retry_after"] = round(retry_after, 3)
+        """Send an `error` frame and count its code."""
         metrics.ERRORS.labels(code).inc()
-        self._send(conn, message("error", data), "error")
-
-    # -- frames ----------------------------------------------------------------------------
+        frame = frames.error(code, text, request_id=request_id, retry_after=retry_after)
+        self.outbox.send(conn, frame, "error")
 
     def _status_frame(self, conn: Connection, user_count: int) -> bytes:
-        identity = conn.identity
-        user = (
-            {
-                "user_id": identity.sub,
-                "name": identity.name or identity.sub,
-                "role": identity.role.value,
-            }
-            if identity is not None
-            else None
-        )
-        return message(
-            "connection_status",
-            {
-                "status": "connected",
-                "user_count": user_count,
-                "connection_id": conn.id,
-                "user": user,
-                "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-                "server_time": format_timestamp(self.wall_clock()),
-            },
+        return frames.connection_status(
+            connection_id=conn.id,
+            user_count=user_count,
+            identity=conn.identity,
+            server_time=format_timestamp(self.wall_clock()),
         )
 
     def _snapshot_frame(self, conn: Connection, board_id: str) -> bytes:
-        ranks = self.service.board(board_id).ranks
+        room = self._rooms[board_id]
+        ranks = room.ranks
         you = ranks.entry(conn.identity.sub) if conn.identity is not None else None
-        seq = ranks.seq
-        conn.boards[board_id] = seq
+        conn.boards[board_id] = ranks.seq
         if you is not None:
-            room = self._rooms.get(board_id)
-            if room is not None:
-                # Another connection of this user may not have heard of its latest move yet:
-                # keep what it was told, so the next rank check still reaches it.
-                room.known.setdefault(you.user_id, (you.rank, you.score))
-        return message(
-            "snapshot",
-            {
-                "board": board_id,
-                "seq": seq,
-                "top_10": [e.to_json() for e in ranks.top(TOP_N)],
-                "you": you.to_json() if you is not None else None,
-                "total_players": len(ranks),
-            },
-        )
+            # Another connection of this user may not have heard of its latest move yet:
+            # keep what it was told, so the next rank check still reaches it.
+            room.known.setdefault(you.user_id, (you.rank, you.score))
+        return frames.snapshot(board_id, ranks, you)
 
     # -- rooms -----------------------------------------------------------------------------
 
-    def _subscribe(self, conn: Connection, board_id: Any, request_id: Any) -> None:
-        if not isinstance(board_id, str) or board_id not in self.service.boards:
-            self.send_error(conn, "not_found", f"no board {board_id!r}", request_id=request_id)
-            return
-        if board_id not in conn.boards:
-            if len(conn.boards) >= MAX_SUBSCRIPTIONS:
-                self.send_error(
-                    conn,
-                    "bad_request",
-                    f"at most {MAX_SUBSCRIPTIONS} boards per connection",
-                    request_id=request_id,
-                )
-                return
-            room = self._rooms.get(board_id)
-            if room is None:
-                room = self._rooms[board_id] = Room(board_id)
+    def subscribe(self, conn: Connection, board_id: str, ranks: Leaderboard) -> None:
+        """Join the board's room (a no-op when in it) and send a snapshot of `ranks`."""
+        room = self._rooms.get(board_id)
+        if room is None:
+            room = self._rooms[board_id] = Room(board_id, ranks)
+        room.ranks = ranks
+        if conn not in room.conns:
             room.conns[conn] = None
             room.members = None
             if conn.identity is not None:
                 room.players.setdefault(conn.identity.sub, []).append(conn)
             room.subscribers_gauge.set(len(room.conns))
             conn.boards[board_id] = -1
-        if self._send_state(conn, (_STATE, board_id), SNAPSHOT):
-            self._count("snapshot")
+        if self.outbox.send_state(conn, (STATE, board_id), SNAPSHOT):
+            self.outbox.count("snapshot")
 
-    def _leave_room(self, conn: Connection, board_id: str) -> None:
+    def unsubscribe(self, conn: Connection, board_id: str) -> None:
+        """Leave the board's room; not being in it is not an error."""
         conn.boards.pop(board_id, None)
         room = self._rooms.get(board_id)
         if room is None or conn not in room.conns:
@@ -674,26 +392,25 @@ class Hub:
 
     # -- BoardListener ---------------------------------------------------------------------
 
-    def score_accepted(self, board_id: str, outcome: Outcome, accepted_at: float) -> None:
+    def score_accepted(
+        self, board_id: str, ranks: Leaderboard, outcome: Outcome, accepted_at: float
+    ) -> None:
         """A committed change: coalesce a score_update, tell the submitter, queue rank checks."""
         try:
-            self._score_accepted(board_id, outcome, accepted_at)
+            self._score_accepted(board_id, ranks, outcome, accepted_at)
         except Exception:
             # The score is already durable: a delivery fault must not turn its answer into a 500.
             log.exception("live delivery of a change on %s failed", board_id)
 
-    def _score_accepted(self, board_id: str, outcome: Outcome, accepted_at: float) -> None:
+    def _score_accepted(
+        self, board_id: str, ranks: Leaderboard, outcome: Outcome, accepted_at: float
+    ) -> None:
         room = self._rooms.get(board_id)
         if room is None:
             return
+        room.ranks = ranks
         if outcome.top_changed:
-            room.updated_user = {
-                "user_id": outcome.user_id,
-                "name": outcome.name,
-                "score": outcome.score,
-                "rank": outcome.rank,
-                "previous_rank": outcome.previous_rank,
-            }
+            room.updated_user = frames.updated_user(outcome)
             if room.window_start is None:
                 room.window_start = accepted_at
             if room.timer is None:
@@ -707,15 +424,12 @@ class Hub:
         mine = room.players.get(outcome.user_id)
         if mine:
             room.known[outcome.user_id] = (outcome.rank, outcome.score)
-            frame = message(
-                "rank_update",
-                {
-                    "board": board_id,
-                    "seq": outcome.seq,
-                    "rank": outcome.rank,
-                    "previous_rank": outcome.previous_rank,
-                    "score": outcome.score,
-                },
+            frame = frames.rank_update(
+                board_id,
+                seq=outcome.seq,
+                rank=outcome.rank,
+                previous_rank=outcome.previous_rank,
+                score=outcome.score,
             )
             self._deliver_rank(mine, board_id, frame)
         moved_from = affected_from(outcome)
@@ -726,17 +440,18 @@ class Hub:
                 self.settings.rank_update_delay, self._rank_check, room
             )
 
-    def board_reset(self, board_id: str) -> None:
+    def board_reset(self, board_id: str, ranks: Leaderboard) -> None:
         """The board's memory was reloaded: every subscriber gets a fresh snapshot."""
         room = self._rooms.get(board_id)
         if room is None:
             return
+        room.ranks = ranks
         room.known.clear()
         sent = 0
         for conn in room.member_tuple():
-            sent += self._send_state(conn, (_STATE, board_id), SNAPSHOT)
+            sent += self.outbox.send_state(conn, (STATE, board_id), SNAPSHOT)
         if sent:
-            self._count("snapshot", sent)
+            self.outbox.count("snapshot", sent)
 
     def board_deleted(self, board_id: str) -> None:
         """The board is gone: its subscribers are told and unsubscribed."""
@@ -744,7 +459,7 @@ class Hub:
         if room is None:
             return
         for conn in room.member_tuple():
-            self._leave_room(conn, board_id)
+            self.unsubscribe(conn, board_id)
             self.send_error(conn, "not_found", f"board {board_id!r} was deleted")
 
     # -- broadcasting ----------------------------------------------------------------------
@@ -761,21 +476,11 @@ class Hub:
     def _broadcast(self, room: Room) -> None:
         """One score_update for the room: serialized and framed once, the same bytes for all."""
         board_id = room.board_id
-        state = self.service.boards.get(board_id)
-        if state is None:
-            return
-        ranks = state.ranks
+        ranks = room.ranks
         seq = ranks.seq
-        frame = message(
-            "score_update",
-            {
-                "board": board_id,
-                "seq": seq,
-                "top_10": [e.to_json() for e in ranks.top(TOP_N)],
-                "updated_user": room.updated_user,
-            },
-        )
-        key = (_STATE, board_id)
+        frame = frames.score_update(board_id, ranks, room.updated_user)
+        key = (STATE, board_id)
+        outbox = self.outbox
         sent = 0
         open_state = ConnState.OPEN
         for conn in room.member_tuple():
@@ -785,13 +490,13 @@ class Hub:
             boards[board_id] = seq
             if conn.state is open_state:
                 if not conn.sink.send_frame(frame):
-                    self._backlog(conn)
+                    outbox.backlog(conn)
                 sent += 1
             else:
-                self._send_state(conn, key, frame)
+                outbox.send_state(conn, key, frame)
         now = self.clock()
         if sent:
-            self._count("score_update", sent)
+            outbox.count("score_update", sent)
         if room.window_start is not None:
             metrics.BROADCAST_LATENCY.observe(now - room.window_start)
         room.window_start = None
@@ -799,19 +504,18 @@ class Hub:
 
     def _deliver_rank(self, conns: list[Connection], board_id: str, frame: bytes) -> None:
         sent = 0
-        key = (_RANK, board_id)
+        key = (RANK, board_id)
         for conn in tuple(conns):
-            sent += self._send_state(conn, key, frame)
+            sent += self.outbox.send_state(conn, key, frame)
         if sent:
-            self._count("rank_update", sent)
+            self.outbox.count("rank_update", sent)
 
     def _rank_check(self, room: Room) -> None:
         """rank_update to connected players whose rank moved: one look-up per such player."""
         room.rank_timer = None
-        state = self.service.boards.get(room.board_id)
-        if state is None or self._rooms.get(room.board_id) is not room:
+        if self._rooms.get(room.board_id) is not room:
             return
-        ranks = state.ranks
+        ranks = room.ranks
         moved_from, room.rank_from = room.rank_from, math.inf
         seq = ranks.seq
         for user_id, (rank, score) in list(room.known.items()):
@@ -821,156 +525,10 @@ class Hub:
             if entry is None or (entry.rank, entry.score) == (rank, score):
                 continue
             room.known[user_id] = (entry.rank, entry.score)
-            frame = message(
-                "rank_update",
-                {
-                    "board": room.board_id,
-                    "seq": seq,
-                    "rank": entry.rank,
-                    "previous_rank": rank,
-                    "score": entry.score,
-                },
+            frame = frames.rank_update(
+                room.board_id, seq=seq, rank=entry.rank, previous_rank=rank, score=entry.score
             )
             self._deliver_rank(room.players.get(user_id, []), room.board_id, frame)
-
-    # -- client messages -------------------------------------------------------------------
-
-    def receive(self, conn: Connection, raw: str | bytes) -> None:
-        """One client message: rate limit, parse, dispatch; bad ones get `bad_request`."""
-        if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
-            return
-        self._received_total += 1
-        now = self.clock()
-        bucket = conn.bucket
-        if bucket is None:
-            s = self.settings
-            bucket = conn.bucket = TokenBucket(s.ws_message_rate, s.ws_message_burst)
-        wait = bucket.take(now)
-        if wait > 0:
-            self._refuse(conn, now, wait)
-            return
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            metrics.WS_RECEIVED_BY_TYPE["invalid"].inc()
-            self.send_error(conn, "bad_request", "the message is not JSON")
-            return
-        kind = body.get("type") if isinstance(body, dict) else None
-        handler = self._handlers.get(kind) if isinstance(kind, str) else None
-        data = body.get("data", {}) if isinstance(body, dict) else None
-        if handler is None or not isinstance(data, dict):
-            metrics.WS_RECEIVED_BY_TYPE["invalid"].inc()
-            request_id = data.get("request_id") if isinstance(data, dict) else None
-            self.send_error(
-                conn,
-                "bad_request",
-                f'expected {{"type": <known type>, "data": {{...}}}}, got type {str(kind)[:40]!r}',
-                request_id=request_id,
-            )
-            return
-        metrics.WS_RECEIVED_BY_TYPE[kind].inc()
-        try:
-            handler(self, conn, data)
-        except ScoreboardError as exc:
-            self.send_error(conn, exc.code, exc.detail, request_id=data.get("request_id"))
-
-    def _refuse(self, conn: Connection, now: float, wait: float) -> None:
-        conn.streak_start = abuse_streak_start(
-            streak_start=conn.streak_start,
-            last_refused_at=conn.last_refused_at,
-            now=now,
-            quiet=ABUSE_QUIET_S,
-        )
-        conn.last_refused_at = now
-        if now - conn.streak_start >= self.settings.ws_abuse_close_after:
-            self.close(conn, CloseCode.POLICY, "policy", "message rate limit exceeded")
-            return
-        self.send_error(
-            conn,
-            "rate_limited",
-            f"over {self.settings.ws_message_rate:g} messages/s",
-            retry_after=wait,
-        )
-
-    def _on_subscribe(self, conn: Connection, data: dict[str, Any]) -> None:
-        self._subscribe(conn, data.get("board"), data.get("request_id"))
-
-    def _on_unsubscribe(self, conn: Connection, data: dict[str, Any]) -> None:
-        board_id = data.get("board")
-        if not isinstance(board_id, str):
-            raise BadRequest(f"board must be a string, got {board_id!r}")
-        self._leave_room(conn, board_id)
-
-    def _on_ping(self, conn: Connection, data: dict[str, Any]) -> None:
-        server_time = format_timestamp(self.wall_clock())
-        pong = message("pong", {"t": data.get("t"), "server_time": server_time})
-        self._send(conn, pong, "pong")
-
-    def _on_auth(self, conn: Connection, data: dict[str, Any]) -> None:
-        if conn.identity is None:
-            raise Forbidden("an anonymous connection cannot take a token; reconnect with one")
-        token = data.get("token")
-        try:
-            if not isinstance(token, str):
-                raise AuthFailed("token must be a string")
-            identity = self.service.tokens.decode(token)
-            if identity.sub != conn.identity.sub:
-                raise AuthFailed("the token is for another user")
-        except ScoreboardError:
-            self.send_error(conn, "auth_failed", "Authentication failed")
-            self.close(conn, CloseCode.AUTH, "auth", "authentication failed")
-            return
-        conn.identity = identity
-        heapq.heappush(self._expiry, (identity.exp, conn.serial, conn))
-
-    def _on_submit(self, conn: Connection, data: dict[str, Any]) -> None:
-        request_id = data.get("request_id")
-        if conn.identity is None:
-            raise AuthFailed("submitting a score needs a token")
-        if not isinstance(request_id, str) or not 1 <= len(request_id) <= 255:
-            raise BadRequest(
-                f"request_id must be a string of 1-255 characters, got {request_id!r}"[:200]
-            )
-        board_id = data.get("board")
-        if not isinstance(board_id, str):
-            raise BadRequest(f"board must be a string, got {board_id!r}"[:200])
-        if not self.accepting:
-            raise Overloaded("the server is shutting down")
-        body = {k: v for k, v in data.items() if k not in ("board", "request_id")}
-        loop = self._loop or asyncio.get_running_loop()
-        task = loop.create_task(self._submit(conn, conn.identity, board_id, body, request_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _submit(
-        self, conn: Connection, identity: Identity, board_id: str, body: dict, request_id: str
-    ) -> None:
-        try:
-            result = await self.service.submit_score(
-                identity, board_id, body, idempotency_key=request_id
-            )
-        except ScoreboardError as exc:
-            self.send_error(
-                conn, exc.code, exc.detail, request_id=request_id, retry_after=exc.retry_after
-            )
-            return
-        except Exception:
-            log.exception("submit_score over WebSocket failed")
-            self.send_error(conn, "internal", "Internal error", request_id=request_id)
-            return
-        self._send(conn, message("ack", {"request_id": request_id, **result}), "ack")
-
-    _handlers: dict[str, Callable[[Hub, Connection, dict[str, Any]], None]] = {
-        "subscribe": _on_subscribe,
-        "unsubscribe": _on_unsubscribe,
-        "submit_score": _on_submit,
-        "ping": _on_ping,
-        "auth": _on_auth,
-    }
-
-    def pong(self, conn: Connection) -> None:
-        """A protocol pong arrived."""
-        conn.awaiting_pong = False
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -981,25 +539,13 @@ class Hub:
         self._sweep_handle = loop.call_later(self._period, self._sweep)
         now = self.clock()
         try:
-            self._sweep_backlogged(now)
+            self.outbox.sweep(now)
             self._sweep_expired()
             self._sweep_pings()
             self._maybe_status_round(now)
         except Exception:  # one bad connection must not stop the heartbeat of all others
             log.exception("hub sweep failed")
-        self._rate_samples.append((now, self._sent_total, self._received_total))
-
-    def _sweep_backlogged(self, now: float) -> None:
-        timeout = self.settings.slow_consumer_timeout
-        for conn in list(self._backlogged):
-            if not conn.sink.unsent_bytes():
-                self.drained(conn)
-                continue
-            flushed = conn.sink.flushed_bytes()
-            if flushed != conn.stall_mark:
-                conn.stall_mark, conn.stall_since = flushed, now
-            elif stalled(mark=conn.stall_since, now=now, timeout=timeout):
-                self.close(conn, CloseCode.TRY_AGAIN_LATER, "slow_consumer", "too slow")
+        self._rate_samples.append((now, self.outbox.sent_total, self._received_total))
 
     def _sweep_expired(self) -> None:
         now = self.wall_clock()
@@ -1015,7 +561,7 @@ class Hub:
             exp, _, conn = heapq.heappop(expiry)
             if conn.identity is None or conn.identity.exp != exp:
                 continue  # refreshed since
-            if conn.state in (ConnState.OPEN, ConnState.BACKLOGGED):
+            if conn.live:
                 self.send_error(conn, "token_expired", "Token expired")
                 self.close(conn, CloseCode.AUTH, "auth", "token expired")
 
@@ -1029,7 +575,7 @@ class Hub:
             conn.awaiting_pong = True
             if conn.state is ConnState.OPEN:
                 if not conn.sink.send_frame(PING_FRAME):
-                    self._backlog(conn)
+                    self.outbox.backlog(conn)
             elif conn.state is ConnState.BACKLOGGED:
                 conn.sink.send_frame(PING_FRAME)
 
@@ -1049,7 +595,7 @@ class Hub:
         self._status_handle = None
         stop = min(len(conns), start + STATUS_CHUNK)
         for conn in conns[start:stop]:
-            self._send(conn, self._status_frame(conn, count), "connection_status")
+            self.outbox.send(conn, self._status_frame(conn, count), "connection_status")
         if stop < len(conns) and self._loop is not None:
             self._status_handle = self._loop.call_soon(self._status_chunk, conns, stop, count)
 
@@ -1074,10 +620,10 @@ class Hub:
             "boards": [
                 {
                     "id": board_id,
-                    "players": len(state.ranks),
+                    "players": len(board.ranks),
                     "subscribers": len(room.conns) if (room := self._rooms.get(board_id)) else 0,
                 }
-                for board_id, state in self.service.boards.items()
+                for board_id, board in self.boards.items()
             ],
             "top_users_by_connections": [
                 {"user_id": user_id, "connections": n} for user_id, n in top

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from . import metrics, validation
+from . import frames, metrics, validation
 from .auth import DUMMY_PASSWORD_HASH, Identity, Role, TokenCodec, hash_password, verify_password
 from .config import Settings
 from .errors import (
@@ -40,7 +40,7 @@ from .errors import (
 )
 from .formatting import DEFAULT_SCORE_FORMAT, parse_score_format
 from .limits import KeyedLimiter
-from .ranking import TOP_N, Leaderboard, Operator, Order, Outcome
+from .ranking import Leaderboard, Operator, Order, Outcome
 from .store import BoardConfig, LoadedBoard, ScoreWrite, Store, UserRow
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,17 @@ LOGIN_FIELDS = frozenset({"username", "password"})
 
 
 class BoardListener(Protocol):
-    """Told of every committed change; must not block (it runs on the IOLoop)."""
+    """Told of every committed change; must not block (it runs on the IOLoop).
 
-    def score_accepted(self, board_id: str, outcome: Outcome, accepted_at: float) -> None: ...
+    Each call hands over the board's standings as they are now, so a listener never has to
+    read the board back (and never needs the service).
+    """
 
-    def board_reset(self, board_id: str) -> None: ...
+    def score_accepted(
+        self, board_id: str, ranks: Leaderboard, outcome: Outcome, accepted_at: float
+    ) -> None: ...
+
+    def board_reset(self, board_id: str, ranks: Leaderboard) -> None: ...
 
     def board_deleted(self, board_id: str) -> None: ...
 
@@ -154,11 +160,13 @@ class UpdateWaiters:
             if not future.done():
                 future.set_result(None)
 
-    def score_accepted(self, board_id: str, outcome: Outcome, accepted_at: float) -> None:
+    def score_accepted(
+        self, board_id: str, ranks: Leaderboard, outcome: Outcome, accepted_at: float
+    ) -> None:
         if outcome.improved:
             self._wake(board_id)
 
-    def board_reset(self, board_id: str) -> None:
+    def board_reset(self, board_id: str, ranks: Leaderboard) -> None:
         self._wake(board_id)
 
     def board_deleted(self, board_id: str) -> None:
@@ -250,7 +258,8 @@ class ScoreboardService:
             self._forget_board(board_id)
             return
         self.boards[board_id] = fresh
-        self._publish("board_reset", board_id)
+        for listener in self._listeners:
+            listener.board_reset(board_id, fresh.ranks)
 
     async def check_ready(self) -> None:
         """Raise unless the boards are loaded and the database answers."""
@@ -334,7 +343,8 @@ class ScoreboardService:
     def _forget_board(self, board_id: str) -> None:
         if self.boards.pop(board_id, None) is not None:
             metrics.forget_board(board_id)
-            self._publish("board_deleted", board_id)
+            for listener in self._listeners:
+                listener.board_deleted(board_id)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -365,14 +375,10 @@ class ScoreboardService:
 
     def board_view(self, board_id: str, identity: Identity | None) -> dict[str, Any]:
         """`{board, seq, top_10, you}`: the state a long-poll (or a snapshot) carries."""
-        state = self.board(board_id)
-        you = state.ranks.entry(identity.sub) if identity is not None else None
-        return {
-            "board": board_id,
-            "seq": state.ranks.seq,
-            "top_10": [e.to_json() for e in state.ranks.top(TOP_N)],
-            "you": you.to_json() if you is not None else None,
-        }
+        ranks = self.board(board_id).ranks
+        return frames.board_view(
+            board_id, ranks, ranks.entry(identity.sub) if identity is not None else None
+        )
 
     async def wait_for_update(
         self, board_id: str, *, since: int, timeout: float, identity: Identity | None
@@ -560,9 +566,11 @@ class ScoreboardService:
         if outcome.improved:
             metrics.SUBMISSIONS_BY_RESULT["accepted"].inc()
             metrics.BOARD_PLAYERS.labels(board_id).set(len(ranks))
-            accepted_at = time.monotonic()
-            for listener in self._listeners:
-                listener.score_accepted(board_id, outcome, accepted_at)
+            # A board deleted (or replaced) during the commit has no subscribers of this state.
+            if self.boards.get(board_id) is state:
+                accepted_at = time.monotonic()
+                for listener in self._listeners:
+                    listener.score_accepted(board_id, ranks, outcome, accepted_at)
         else:
             metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
         return result
@@ -573,10 +581,6 @@ class ScoreboardService:
             return identity.name
         record = state.ranks.record(user_id)
         return record.name if record is not None else user_id
-
-    def _publish(self, event: str, board_id: str) -> None:
-        for listener in self._listeners:
-            getattr(listener, event)(board_id)
 
     # -- accounts --------------------------------------------------------------------------
 

@@ -199,6 +199,7 @@ def make_services(io_loop, tmp_path):
     for services in made:
         services.hub.abort_all()
         services.hub.stop()
+        services.sessions.stop()
         services.store.close()
 
 

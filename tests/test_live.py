@@ -704,7 +704,7 @@ async def test_a_stream_closed_before_on_close_breaks_neither_the_sweep_nor_a_re
     raw = await RawClient.connect(api, api.token("gone"), rcvbuf=4096)
     (conn,) = hub._conns
     big = {"type": "pong", "data": {"t": "x" * (8 * 2**20)}}
-    hub._send(conn, _frame(json.dumps(big).encode()), "pong")  # more than the kernel takes
+    hub.send_reply(conn, _frame(json.dumps(big).encode()), "pong")  # more than the kernel takes
     assert conn.state.value == "backlogged"
     conn.sink.abort()  # the stream is closed now; on_close follows on a later loop turn
     hub._sweep_handle.cancel()

@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..service import ScoreboardService
+from ..session import Sessions
 from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Services:
     tokens: TokenCodec
     service: ScoreboardService
     hub: Hub
+    sessions: Sessions
 
 
 def bearer_token(header: str) -> str:

@@ -19,7 +19,8 @@ import tornado.web
 from .. import metrics
 from ..auth import Identity
 from ..errors import AuthFailed, Forbidden, ScoreboardError
-from ..hub import MAX_MESSAGE_BYTES, CloseCode, Connection, Hub
+from ..hub import Hub
+from ..session import MAX_MESSAGE_BYTES, Session
 from .base import Services, bearer_token, redacted_uri, send_problem
 from .tornado_internals import LeanWebSocketHandler
 
@@ -45,7 +46,7 @@ class LiveSocket(LeanWebSocketHandler):
         # Few attributes on purpose: tens of thousands of these live at once.
         self.services = services
         self._identity: Identity | None = None
-        self._conn: Connection | None = None
+        self._session: Session | None = None
 
     @property
     def hub(self) -> Hub:
@@ -139,26 +140,28 @@ class LiveSocket(LeanWebSocketHandler):
         reconnect = self.get_query_argument("reconnect", None) == "1"
         identity, self._identity = self._identity, None
         self.release_handshake()
-        self._conn = self.hub.open(self, identity, board=board, reconnect=reconnect)
+        self._session = self.services.sessions.open(
+            self, identity, board=board, reconnect=reconnect
+        )
 
     def on_message(self, message: str | bytes) -> None:
-        conn = self._conn
-        if conn is None:
+        session = self._session
+        if session is None:
             return
         try:
-            self.hub.receive(conn, message)
+            session.receive(message)
         except Exception:  # a bug must cost this connection only, with the right close code
             log.exception("handling a WebSocket message failed")
-            self.hub.close(conn, CloseCode.INTERNAL, "error", "internal error")
+            session.close_on_fault()
 
     def on_pong(self, data: bytes) -> None:
-        if self._conn is not None:
-            self.hub.pong(self._conn)
+        if self._session is not None:
+            self._session.pong()
 
     def on_close(self) -> None:
-        if self._conn is not None:
-            self.hub.closed(self._conn, client_code=self.close_code)
+        if self._session is not None:
+            self._session.closed(self.close_code)
 
     def on_drained(self) -> None:
-        if self._conn is not None:
-            self.hub.drained(self._conn)
+        if self._session is not None:
+            self._session.drained()
