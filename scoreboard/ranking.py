@@ -23,6 +23,9 @@ from enum import StrEnum
 
 from sortedcontainers import SortedList
 
+from .errors import ValidationFailed
+from .validation import MAX_SAFE_INTEGER
+
 #: Ranks that make up "the top" whose changes are pushed to every subscriber (SPEC section 5).
 TOP_N = 10
 
@@ -118,6 +121,17 @@ def apply_operator(
             return new if new < old else old
         raise ValueError(f"unknown order, got {order!r}")
     raise ValueError(f"unknown operator, got {operator!r}")
+
+
+def _refuse(
+    checked: int, stored: tuple[int, int], min_score: int | None, max_score: int | None
+) -> None:
+    """Raise the ValidationFailed that says which of the board's rules `submit` broke."""
+    if min_score is not None and checked < min_score:
+        raise ValidationFailed(f"score must be at least {min_score}, got {checked}")
+    if max_score is not None and checked > max_score:
+        raise ValidationFailed(f"score must be at most {max_score}, got {checked}")
+    raise ValidationFailed(f"the stored (score, subscore) would leave ±(2^53-1): {stored}")
 
 
 # The sort key of a record: plain tuples compare in C, which is what keeps a 1M-player
@@ -243,8 +257,16 @@ class Leaderboard:
         *,
         now: float,
         seq: int | None = None,
+        min_score: int | None = None,
+        max_score: int | None = None,
     ) -> Outcome:
-        """Apply the board's operator to the player's record and re-rank them."""
+        """Apply the board's operator to the player's record and re-rank them.
+
+        Raises ValidationFailed, changing nothing, when the board's bounds refuse the
+        submission: `best` and `set` store the submitted score, so it must be within
+        [min_score, max_score] itself; `incr` stores a sum, so the sum must. Either way the
+        stored pair must stay within ±(2^53-1).
+        """
         records = self._records
         ordered = self._sorted
         key_of = self._key
@@ -255,6 +277,17 @@ class Leaderboard:
         else:
             old_pair = (old.score, old.subscore)
             pair = apply_operator(self._operator, self._order, old_pair, (score, subscore))
+        # Board rules, checked before anything changes; inline comparisons, as this runs for
+        # every submission, and a function call only to word a refusal.
+        checked = pair[0] if self._operator is Operator.INCR else score
+        if (
+            (min_score is not None and checked < min_score)
+            or (max_score is not None and checked > max_score)
+            or not -MAX_SAFE_INTEGER <= pair[0] <= MAX_SAFE_INTEGER
+            or not -MAX_SAFE_INTEGER <= pair[1] <= MAX_SAFE_INTEGER
+        ):
+            _refuse(checked, pair, min_score, max_score)
+        if old is not None:
             if pair == old_pair:
                 # Nothing to re-rank and no seq to spend; only the display name may change.
                 if name != old.name:

@@ -476,8 +476,7 @@ class ScoreboardService:
         request = self.parse_score(identity, state, body)
         fingerprint = None
         if key is not None:
-            if not 1 <= len(key) <= 255:
-                raise ValidationFailed(f"Idempotency-Key must be 1-255 characters, got {len(key)}")
+            validation.idempotency_key(key)
             fingerprint = request_fingerprint(board_id, body)
             if (identity.sub, key) in self._in_flight:
                 raise Conflict("a request with this Idempotency-Key is still in flight")
@@ -510,18 +509,17 @@ class ScoreboardService:
         if state.stale:
             raise NotReady(f"board {board_id!r} is being read back after a database error")
         ranks = state.ranks
-        stored = ranks.preview(request.user_id, request.score, request.subscore)
-        # best/set store the submitted score, so it must itself be in bounds; incr stores a sum,
-        # so the bound applies to the sum.
-        checked = stored[0] if ranks.operator is Operator.INCR else request.score
-        _check_score_bounds(state.config, checked, stored)
-        now = self.clock()
+        config = state.config
+        # One call decides: the engine applies the operator and the board's bounds together,
+        # and changes nothing when it refuses.
         outcome = ranks.submit(
             request.user_id,
             self._display_name(identity, state, request.user_id),
             request.score,
             request.subscore,
-            now=now,
+            now=self.clock(),
+            min_score=config.min_score,
+            max_score=config.max_score,
         )
         result = {
             "board": board_id,
@@ -676,12 +674,3 @@ def _check_bounds(config: BoardConfig) -> None:
         raise ValidationFailed(
             f"min_score must not exceed max_score, got {config.min_score} > {config.max_score}"
         )
-
-
-def _check_score_bounds(config: BoardConfig, checked: int, stored: tuple[int, int]) -> None:
-    if config.min_score is not None and checked < config.min_score:
-        raise ValidationFailed(f"score must be at least {config.min_score}, got {checked}")
-    if config.max_score is not None and checked > config.max_score:
-        raise ValidationFailed(f"score must be at most {config.max_score}, got {checked}")
-    if max(abs(stored[0]), abs(stored[1])) > validation.MAX_SAFE_INTEGER:
-        raise ValidationFailed(f"the stored (score, subscore) would leave ±(2^53-1): {stored}")

@@ -16,6 +16,7 @@ from .errors import ValidationFailed
 
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer a JavaScript client reads exactly
 MAX_METADATA_BYTES = 1024
+MAX_IDEMPOTENCY_KEY_LENGTH = 255  # SPEC section 3
 ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -74,6 +75,19 @@ def metadata(value: Any) -> dict[str, Any] | None:
     size = len(orjson.dumps(value))
     if size > MAX_METADATA_BYTES:
         raise ValidationFailed(f"metadata must be at most 1 KiB serialized, got {size} bytes")
+    return value
+
+
+def idempotency_key(value: str) -> str:
+    """An idempotency key (the `Idempotency-Key` header, a WebSocket `request_id`): 1-255 chars.
+
+    One rule for both transports: a key of the wrong length is 422 validation_failed.
+    """
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValidationFailed(
+            "the idempotency key (Idempotency-Key, or request_id over WebSocket) must be "
+            f"1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {len(value)}"
+        )
     return value
 
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scoreboard.errors import ValidationFailed
 from scoreboard.ranking import (
     TOP_N,
     Entry,
@@ -699,3 +700,30 @@ def test_matches_a_sorted_model(order, operator, ops):
             model.seq = max(model.seq, seq, *(r.reached_seq for r in model.rows.values()))
         assert board.seq >= seq_before
         check_reads(board, model)
+
+
+@pytest.mark.parametrize(
+    ("operator", "first", "submitted", "refused"),
+    [
+        (Operator.BEST, 50, 150, "at most 100"),  # best/set: the submitted score is bounded
+        (Operator.SET, 50, -1, "at least 0"),
+        (Operator.INCR, 60, 60, "at most 100"),  # incr: the sum is bounded, not the step
+    ],
+)
+def test_submit_applies_the_board_bounds_and_changes_nothing_when_it_refuses(
+    operator, first, submitted, refused
+):
+    board = Leaderboard(Order.DESC, operator)
+    board.submit("a", "A", first, 0, now=1.0, min_score=0, max_score=100)
+    seq = board.seq
+    with pytest.raises(ValidationFailed, match=refused):
+        board.submit("a", "A", submitted, 0, now=2.0, min_score=0, max_score=100)
+    assert (board.record("a").score, board.seq, len(board)) == (first, seq, 1)
+
+
+def test_submit_refuses_a_stored_pair_beyond_safe_integers():
+    board = Leaderboard(Order.DESC, Operator.INCR)
+    board.submit("a", "A", 2**53 - 1, 0, now=1.0)
+    with pytest.raises(ValidationFailed, match="2\\^53"):
+        board.submit("a", "A", 1, 0, now=2.0)
+    assert board.record("a").score == 2**53 - 1
