@@ -11,6 +11,12 @@ the same bytes object is handed to every subscriber; the `Outbox` conflates for 
 whose stream still holds bytes. One hub-wide sweep timer does the protocol pings, token expiry
 and stall checks for all connections; a board has a timer only while it has a merged change
 waiting or a rank check due.
+
+Why one module of about 600 lines: rooms, heartbeats, expiry and the connection counts all read
+and change the same connection tables (`_conns`, the ping slices, the expiry heap, the rooms)
+from one sweep timer, and a connection leaves all of them at once in `_forget`. Split by noun,
+those tables would have two owners and the close path two halves; what could go is gone
+(frames.py, pacing.py, connections.py, session.py).
 """
 
 from __future__ import annotations
