@@ -12,6 +12,7 @@ import time
 import jwt
 import pytest
 from conftest import missing_service
+from helpers import delta
 from tornado.httpclient import HTTPRequest
 
 from scoreboard import app as app_module
@@ -368,8 +369,8 @@ async def test_asc_set_and_incr(api):
     assert (set_better.json["rank"], set_better.json["previous_rank"]) == (1, 2)
 
     await api.make_board("kills", operator="incr")
-    for delta, total in ((5, 5), (3, 8), (-2, 6)):
-        result = await api.post("/api/boards/kills/scores", {"score": delta}, token=token)
+    for step, total in ((5, 5), (3, 8), (-2, 6)):
+        result = await api.post("/api/boards/kills/scores", {"score": step}, token=token)
         assert result.json["score"] == total
 
 
@@ -488,17 +489,16 @@ async def test_submission_metrics_move(api):
     await api.post("/api/boards/mb/scores", {"score": "x"}, token=token)
     after = await api.metric_values()
 
-    def delta(name):
-        return after.get(name, 0) - before.get(name, 0)
-
-    assert delta('scoreboard_score_submissions_total{result="accepted"}') == 1
-    assert delta('scoreboard_score_submissions_total{result="unchanged"}') == 1
-    assert delta('scoreboard_score_submissions_total{result="rejected"}') == 1
-    assert delta('scoreboard_errors_total{code="validation_failed"}') == 1
+    assert delta(before, after, 'scoreboard_score_submissions_total{result="accepted"}') == 1
+    assert delta(before, after, 'scoreboard_score_submissions_total{result="unchanged"}') == 1
+    assert delta(before, after, 'scoreboard_score_submissions_total{result="rejected"}') == 1
+    assert delta(before, after, 'scoreboard_errors_total{code="validation_failed"}') == 1
     assert after['scoreboard_board_players{board="mb"}'] == 1
     assert (
         delta(
-            'scoreboard_http_request_duration_seconds_count{handler="Scores",method="POST",status="200"}'
+            before,
+            after,
+            'scoreboard_http_request_duration_seconds_count{handler="Scores",method="POST",status="200"}',
         )
         == 2
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import jwt
 import pytest
+from helpers import delta
 from server_process import SECRET as PROCESS_SECRET
 from server_process import ServerProcess
 from tornado.httpclient import HTTPClientError, HTTPRequest
@@ -116,10 +117,6 @@ def live(io_loop, make_api):
         return api
 
     return make
-
-
-def metric(values: dict[str, float], name: str) -> float:
-    return values.get(name, 0.0)
 
 
 # -- a raw client for peers that misbehave ------------------------------------------------
@@ -275,21 +272,9 @@ async def test_rejected_handshakes_answer_problem_json_and_do_not_count_as_conne
 
     after = await api.metric_values()
     rejections = "scoreboard_ws_handshake_rejections_total"
-    assert (
-        metric(after, f'{rejections}{{reason="auth"}}')
-        - metric(before, f'{rejections}{{reason="auth"}}')
-        == 4
-    )
-    assert (
-        metric(after, f'{rejections}{{reason="origin"}}')
-        - metric(before, f'{rejections}{{reason="origin"}}')
-        == 1
-    )
-    assert (
-        metric(after, f'{rejections}{{reason="limit"}}')
-        - metric(before, f'{rejections}{{reason="limit"}}')
-        == 1
-    )
+    assert delta(before, after, f'{rejections}{{reason="auth"}}') == 4
+    assert delta(before, after, f'{rejections}{{reason="origin"}}') == 1
+    assert delta(before, after, f'{rejections}{{reason="limit"}}') == 1
     # Only the one accepted connection moved the gauge.
     assert after["scoreboard_ws_connections"] - before["scoreboard_ws_connections"] == 1
     await close_all(api, first)
@@ -324,13 +309,10 @@ async def test_anonymous_read_admits_read_only_connections(live):
 # -- frames ----------------------------------------------------------------------------------
 
 
-async def test_frame_shapes_follow_the_spec_and_seq_only_grows(live):
-    api = await live(broadcast_interval_ms=20, rank_update_delay=0.1)
+async def test_connection_status_then_snapshot_on_subscribe(live):
+    api = await live()
     await api.make_board("b")
-    before = await api.metric_values()
-    alice = await connect(api, api.token("alice", name="Alice"), query="reconnect=1")
-    bob = await connect(api, api.token("bob"), via="subprotocol")
-
+    alice = await connect(api, api.token("alice", name="Alice"))
     status = await read(alice)
     assert set(status["data"]) == {
         "status",
@@ -342,8 +324,6 @@ async def test_frame_shapes_follow_the_spec_and_seq_only_grows(live):
     }
     assert status["data"]["status"] == "connected"
     assert status["data"]["server_time"].endswith("Z")
-    await read(bob)
-
     await send(alice, "subscribe", board="b")
     snapshot = await read_type(alice, "snapshot")
     assert snapshot["data"] == {
@@ -353,9 +333,20 @@ async def test_frame_shapes_follow_the_spec_and_seq_only_grows(live):
         "you": None,
         "total_players": 0,
     }
-    await send(bob, "subscribe", board="b")
-    await read_type(bob, "snapshot")
+    await close_all(api, alice)
 
+
+async def subscribed(api, user: str, **kwargs: Any) -> WebSocketClientConnection:
+    """A client of `user` that has its snapshot of board `b`."""
+    conn = await connect(api, api.token(user), query="board=b", **kwargs)
+    await read_type(conn, "snapshot")
+    return conn
+
+
+async def test_a_websocket_submission_gets_its_frames_in_seq_order_then_the_ack(live):
+    api = await live(broadcast_interval_ms=20)
+    await api.make_board("b")
+    alice = await subscribed(api, "alice")
     await post_score(api, "b", "bob", 50)
     await send(alice, "submit_score", board="b", score=100, request_id="a-1")
     seen: dict[str, dict] = {}
@@ -389,46 +380,83 @@ async def test_frame_shapes_follow_the_spec_and_seq_only_grows(live):
         "previous_rank": None,
         "score": 100,
     }
+    await close_all(api, alice)
 
-    # Bob hears of his own score at once, then that alice overtook him, within the delay.
-    own = await read_type(bob, "rank_update")
+
+async def test_an_overtaken_player_hears_within_the_rank_update_delay(live):
+    api = await live(broadcast_interval_ms=20, rank_update_delay=0.1)
+    await api.make_board("b")
+    bob = await subscribed(api, "bob", via="subprotocol")
+    await post_score(api, "b", "bob", 50)
+    own = await read_type(bob, "rank_update")  # his own score: at once
     assert (own["data"]["rank"], own["data"]["previous_rank"]) == (1, None)
-    overtaken = await read_type(bob, "rank_update")
-    assert overtaken["data"]["rank"] == 2
-    assert overtaken["data"]["previous_rank"] == 1
+    await post_score(api, "b", "alice", 100)
+    overtaken = await read_type(bob, "rank_update", timeout=1.0)
+    assert (overtaken["data"]["rank"], overtaken["data"]["previous_rank"]) == (2, 1)
+    await close_all(api, bob)
 
+
+async def test_ping_is_answered_by_a_pong_echoing_t(live):
+    api = await live()
+    alice = await connect(api, api.token("alice"))
     await send(alice, "ping", t={"any": "thing"})
     pong = await read_type(alice, "pong")
     assert pong["data"]["t"] == {"any": "thing"} and pong["data"]["server_time"]
+    await close_all(api, alice)
 
-    # Idempotency: the same request_id answers the first ack; another body is refused.
+
+async def test_request_id_is_the_idempotency_key(live):
+    api = await live()
+    await api.make_board("b")
+    alice = await connect(api, api.token("alice"))
+    await send(alice, "submit_score", board="b", score=100, request_id="a-1")
+    ack = (await read_type(alice, "ack"))["data"]
+    # The same request_id answers the first ack; another body with it is refused.
     await send(alice, "submit_score", board="b", score=100, request_id="a-1")
     assert (await read_type(alice, "ack"))["data"] == ack
     await send(alice, "submit_score", board="b", score=7, request_id="a-1")
     error = await read_type(alice, "error")
     assert error["data"]["code"] == "validation_failed"
     assert error["data"]["request_id"] == "a-1"
+    await send(alice, "submit_score", board="b", score=7, request_id="k" * 256)
+    error = await read_type(alice, "error")
+    assert error["data"]["code"] == "validation_failed"  # as a long Idempotency-Key over HTTP
+    await close_all(api, alice)
 
+
+async def test_live_metrics_count_connections_frames_and_messages(live):
+    api = await live(broadcast_interval_ms=20)
+    await api.make_board("b")
+    before = await api.metric_values()
+    alice = await connect(api, api.token("alice"), query="reconnect=1&board=b")
+    bob = await subscribed(api, "bob")
+    await read_type(alice, "snapshot")
+    for n in range(2):
+        await send(alice, "submit_score", board="b", score=100 + n, request_id=f"a-{n}")
+        await read_type(alice, "ack")
+    await send(alice, "ping", t=1)
+    await read_type(alice, "pong")
     values = await api.metric_values()
-
-    def delta(name: str) -> float:
-        return metric(values, name) - metric(before, name)
-
-    assert delta("scoreboard_ws_reconnects_total") == 1
-    assert delta("scoreboard_ws_connections_opened_total") == 2
-    assert delta('scoreboard_ws_messages_sent_total{type="score_update"}') >= 2
-    assert delta('scoreboard_ws_messages_sent_total{type="ack"}') == 2
-    assert delta('scoreboard_ws_messages_received_total{type="submit_score"}') == 3
-    assert delta('scoreboard_ws_messages_received_total{type="ping"}') == 1
-    assert delta("scoreboard_broadcast_latency_seconds_count") >= 1
+    assert delta(before, values, "scoreboard_ws_reconnects_total") == 1
+    assert delta(before, values, "scoreboard_ws_connections_opened_total") == 2
+    assert delta(before, values, 'scoreboard_ws_messages_sent_total{type="score_update"}') >= 2
+    assert delta(before, values, 'scoreboard_ws_messages_sent_total{type="ack"}') == 2
+    received = "scoreboard_ws_messages_received_total"
+    assert delta(before, values, f'{received}{{type="submit_score"}}') == 2
+    assert delta(before, values, f'{received}{{type="ping"}}') == 1
+    assert delta(before, values, "scoreboard_broadcast_latency_seconds_count") >= 1
     assert values['scoreboard_board_subscribers{board="b"}'] == 2
-    # The loop-lag probe runs twice a second whatever else happens.
-    probed = metric(values, "scoreboard_event_loop_lag_seconds_count")
-    deadline = time.monotonic() + 3
-    while metric(await api.metric_values(), "scoreboard_event_loop_lag_seconds_count") <= probed:
+    await close_all(api, alice, bob)
+
+
+async def test_the_event_loop_lag_probe_runs_whatever_else_happens(live):
+    api = await live()
+    lag = "scoreboard_event_loop_lag_seconds_count"
+    probed = (await api.metric_values()).get(lag, 0.0)
+    deadline = time.monotonic() + 3  # it runs twice a second
+    while (await api.metric_values()).get(lag, 0.0) <= probed:
         assert time.monotonic() < deadline, "the event-loop lag probe never ran"
         await asyncio.sleep(0.1)
-    await close_all(api, alice, bob)
 
 
 async def test_a_burst_is_coalesced_and_the_last_frame_equals_a_fresh_snapshot(live):
@@ -573,7 +601,7 @@ async def test_a_peer_that_never_answers_pings_is_closed(live):
     raw.close()
     after = await api.metric_values()
     key = 'scoreboard_ws_connections_closed_total{reason="ping_timeout"}'
-    assert metric(after, key) - metric(before, key) == 1
+    assert delta(before, after, key) == 1
 
 
 async def test_a_client_that_answers_pings_stays_connected(live):
@@ -683,7 +711,7 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(live
     assert worst_gap < 1.0
     after = await api.metric_values()
     key = 'scoreboard_ws_connections_closed_total{reason="slow_consumer"}'
-    assert metric(after, key) - metric(before, key) == 1
+    assert delta(before, after, key) == 1
     growth = after["process_resident_memory_bytes"] - before["process_resident_memory_bytes"]
     assert growth < 64 * 1024 * 1024
     # Once it reads, it finds its last state frames and then the 1013 close.

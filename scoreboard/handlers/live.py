@@ -3,7 +3,7 @@
 Before the upgrade it checks, in order, the browser origin (403), the token (401, or an
 anonymous read-only connection under --anonymous-read) and the connection limits (503 / 429),
 answering problem+json like the rest of the API. After the upgrade it is a thin adapter: client
-messages, pongs and the close go to the hub, and it is the hub's `Sink` through
+messages, pongs and the close go to its `Session` (session.py), and it is the hub's `Sink` through
 `LeanWebSocketHandler`, which holds every use of Tornado's private API (tornado_internals.py).
 tests/test_live.py drives both write paths, the handshake and the logs.
 """
@@ -33,7 +33,7 @@ BEARER_PREFIX = "bearer."  # `Sec-WebSocket-Protocol: scoreboard.v1, bearer.<tok
 
 
 class LiveSocket(LeanWebSocketHandler):
-    """One WebSocket connection; the hub decides everything past the handshake.
+    """One WebSocket connection; its session and the hub decide everything past the handshake.
 
     Auth rule: the handshake. Tornado's own `get()` performs the upgrade (not overridden, so
     that no extra coroutine frame lives as long as the connection); `prepare()` runs first and
