@@ -27,7 +27,7 @@ from ..auth import Identity, Role
 from ..errors import AuthFailed, NotFound, NotReady, ScoreboardError
 from ..formatting import format_score, parse_score_input
 from ..ranking import TOP_N
-from .base import Services, admin, problem_body, public, reader
+from .base import Services, admin, public, reader, send_problem
 
 TOKEN_COOKIE = "scoreboard_token"
 AROUND_RADIUS = 2  # the rank card shows two players above and two below the viewer
@@ -203,9 +203,7 @@ class NotFoundPage(PageHandler):
             return
         exc = kwargs.get("exc_info", (None, None, None))[1]
         error = exc if isinstance(exc, ScoreboardError) else NotFound("no such path")
-        metrics.ERRORS.labels(error.code).inc()
-        self.set_header("Content-Type", "application/problem+json")
-        self.finish(problem_body(status_code, error.code, error.title, error.detail))
+        send_problem(self, status_code, error.code, error.title, error.detail)
 
     def on_finish(self) -> None:
         metrics.HTTP_REQUEST_DURATION.labels(
