@@ -25,6 +25,7 @@ from .handlers.base import (
 from .handlers.live import LiveSocket
 from .hub import Hub
 from .openapi import document
+from .resources import data_dir
 from .service import ScoreboardService
 from .session import Sessions
 from .store import Store
@@ -70,9 +71,8 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/auth/session", pages.SessionToken),
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_PATH = REPO_ROOT / "templates"
-STATIC_PATH = REPO_ROOT / "static"
+TEMPLATE_PATH = data_dir("templates")
+STATIC_PATH = data_dir("static")
 
 
 class StaticFiles(tornado.web.StaticFileHandler):

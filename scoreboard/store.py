@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -32,6 +31,10 @@ from sqlalchemy.exc import IntegrityError
 
 from . import errors, ranking
 from .formatting import DEFAULT_SCORE_FORMAT
+from .resources import migrations_dir
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,7 @@ MIGRATION_LOCK_ID = 7301130001
 #: Role given to users first seen through a score write (the token said nothing more).
 DEFAULT_ROLE = "player"
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = migrations_dir()
 
 # Alembic compares constraint names, so every constraint gets a predictable one.
 metadata = sa.MetaData(
@@ -341,6 +343,19 @@ def make_engine(url: str) -> Engine:
     raise ValueError(f"unsupported database URL scheme, got {parsed.drivername!r}")
 
 
+def alembic_config() -> Config:
+    """An Alembic Config built in code, without alembic.ini, that runs the package's migrations.
+
+    alembic.ini at the top of a checkout is only for running the `alembic` command by hand; an
+    installed package has no such file. The path is absolute, so any working directory works.
+    """
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
 class Store:
     """The database behind Scoreboard: synchronous start-up calls and async calls for the loop."""
 
@@ -395,13 +410,10 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Upgrade the database to the newest Alembic revision (alembic.ini at the repo top)."""
+        """Upgrade the database to the newest Alembic revision (the package's migrations)."""
         from alembic import command
-        from alembic.config import Config
 
-        config = Config(str(ALEMBIC_INI))
-        # Absolute, so that migrating works from any working directory.
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config = alembic_config()
         with self._write_engine.begin() as conn:
             if self.dialect == "postgresql":
                 # Processes of a cluster start together; one migrates, the others wait here and

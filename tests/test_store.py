@@ -490,10 +490,8 @@ def test_settings_get_and_set(db_url: str) -> None:
 def alembic_to(url: str, revision: str, *, down: bool = False) -> None:
     """Move the database to `revision` with Alembic's command API, as Store.migrate() does."""
     from alembic import command
-    from alembic.config import Config
 
-    config = Config(str(store_module.ALEMBIC_INI))
-    config.set_main_option("script_location", str(store_module.MIGRATIONS_DIR))
+    config = store_module.alembic_config()
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
