@@ -1,4 +1,7 @@
-"""The command line of run.py: serve (default), migrate, token, user create, board create."""
+"""The command line of run.py (installed: `scoreboard`).
+
+Subcommands: serve (default), migrate, token, user create, board create.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ SHUTDOWN_GRACE_S = 10.0  # in-flight submissions get this long to commit and be 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py", description="Scoreboard leaderboard server")
+    # No fixed prog: usage lines name what was run, `run.py` or the installed `scoreboard`.
+    parser = argparse.ArgumentParser(description="Scoreboard leaderboard server")
     config.add_flags(parser)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("migrate", help="upgrade the database to the newest schema and exit")
