@@ -1,20 +1,33 @@
 # Quick start: `make run` serves on http://127.0.0.1:8888 (SQLite); `make test` runs every test.
-# Both create .venv on first use and reinstall only when a requirements file changes.
+# Both create .venv on first use and reinstall only when a lock file changes. They install from
+# requirements.lock / requirements-dev.lock (every transitive dependency pinned, with hashes);
+# after changing requirements.txt or requirements-dev.txt, `make lock` re-compiles those.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean lock
 
-$(VENV)/.runtime: requirements.txt
+$(VENV)/.runtime: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	touch $@
+
+# pip-tools (pinned in requirements-dev.txt) compiles the direct pins into the locks. It keeps
+# the other pins it already has; `make lock LOCK_FLAGS=--upgrade` moves them to the newest.
+# The dev lock is constrained by the runtime one, so both hold the same runtime versions.
+LOCK_FLAGS ?=
+COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
+
+lock: $(VENV)/.dev
+	$(COMPILE) -o requirements.lock requirements.txt
+	$(COMPILE) -c requirements.lock -o requirements-dev.lock requirements.txt requirements-dev.txt
 
 # Test-only npm packages (axe-core, puppeteer-core), exactly as package-lock.json pins them.
 # No install scripts run: puppeteer-core drives the machine's own firefox-esr, it downloads none.
