@@ -11,6 +11,7 @@ from typing import Any
 
 import tornado.web
 
+from .accounts import Accounts
 from .auth import TokenCodec
 from .config import Settings
 from .handlers import api, pages
@@ -146,8 +147,15 @@ def build_services(settings: Settings) -> Services:
     hub = Hub(settings, MappingProxyType(service.boards))
     service.add_listener(hub)
     sessions = Sessions(settings, service, hub)
+    accounts = Accounts(settings, store, tokens)
     return Services(
-        settings=settings, store=store, tokens=tokens, service=service, hub=hub, sessions=sessions
+        settings=settings,
+        store=store,
+        tokens=tokens,
+        service=service,
+        hub=hub,
+        sessions=sessions,
+        accounts=accounts,
     )
 
 

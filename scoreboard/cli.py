@@ -122,7 +122,7 @@ def _token(settings: config.Settings, args: argparse.Namespace) -> str:
 
 
 def _create_user(settings: config.Settings, args: argparse.Namespace) -> int:
-    from .service import MIN_PASSWORD_LENGTH
+    from .accounts import MIN_PASSWORD_LENGTH
     from .validation import identifier
 
     username = identifier(args.username, "username")

@@ -1,4 +1,4 @@
-"""The use cases: boards, scores, accounts and reads — validate, persist, apply, publish.
+"""The use cases: boards, scores and reads — validate, persist, apply, publish.
 
 Handlers (HTTP and WebSocket) call these and nothing deeper. Every accepted change is handed to
 the registered BoardListeners (the live-delivery hub, the long-poll waiters) after its commit,
@@ -25,10 +25,9 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from . import frames, metrics, validation
-from .auth import DUMMY_PASSWORD_HASH, Identity, Role, TokenCodec, hash_password, verify_password
+from .auth import Identity, Role, TokenCodec
 from .config import Settings
 from .errors import (
-    AuthFailed,
     Conflict,
     Forbidden,
     Internal,
@@ -41,7 +40,7 @@ from .errors import (
 from .formatting import DEFAULT_SCORE_FORMAT, parse_score_format
 from .limits import KeyedLimiter
 from .ranking import Leaderboard, Operator, Order, Outcome
-from .store import BoardConfig, LoadedBoard, ScoreWrite, Store, UserRow
+from .store import BoardConfig, LoadedBoard, ScoreWrite, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,9 +50,6 @@ OPERATORS = tuple(o.value for o in Operator)
 # Seasons (scheduled resets) are not built yet; only "never" is accepted until they are.
 RESET_SCHEDULES = ("never",)
 MAX_TITLE_LENGTH = 200
-MAX_NAME_LENGTH = 64
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 1024  # scrypt of a megabyte password is a cheap denial of service
 MAX_AROUND_RADIUS = 100
 MAX_PAGE_LIMIT = 1000
 MAX_POLL_TIMEOUT_S = 60
@@ -78,8 +74,6 @@ BOARD_FIELDS = frozenset(
 PATCHABLE_BOARD_FIELDS = frozenset(
     {"title", "min_score", "max_score", "player_submissions", "reset_schedule", "score_format"}
 )
-REGISTER_FIELDS = frozenset({"username", "password", "display_name"})
-LOGIN_FIELDS = frozenset({"username", "password"})
 
 
 class BoardListener(Protocol):
@@ -199,7 +193,6 @@ class ScoreboardService:
         self.updates = UpdateWaiters()
         self._listeners: list[BoardListener] = [self.updates]
         self._score_limiter = KeyedLimiter(settings.score_rate, settings.score_burst)
-        self._login_limiter = KeyedLimiter(settings.login_rate, settings.login_burst)
         self._in_flight: set[tuple[str, str]] = set()  # (actor, idempotency key)
         self._submissions_running = 0
         self._reloads: dict[str, asyncio.Task[None]] = {}
@@ -580,57 +573,6 @@ class ScoreboardService:
         record = state.ranks.record(user_id)
         return record.name if record is not None else user_id
 
-    # -- accounts --------------------------------------------------------------------------
-
-    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        validation.reject_unknown(body, REGISTER_FIELDS)
-        username = validation.identifier(body.get("username"), "username")
-        password = _password(body.get("password"))
-        display_name = (
-            validation.text(body["display_name"], "display_name", max_length=MAX_NAME_LENGTH)
-            if body.get("display_name") is not None
-            else username
-        )
-        loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(None, hash_password, password)
-        user = UserRow(
-            id=username, name=display_name, role=Role.PLAYER.value, password_hash=encoded
-        )
-        await self.store.create_user(user)
-        return self._token_answer(user)
-
-    async def login(self, body: dict[str, Any], *, address: str) -> dict[str, Any]:
-        validation.reject_unknown(body, LOGIN_FIELDS)
-        wait = self._login_limiter.take(address, time.monotonic())
-        if wait > 0:
-            raise RateLimited("too many login attempts from this address", retry_after=wait)
-        username, password = body.get("username"), body.get("password")
-        if not isinstance(username, str) or not isinstance(password, str):
-            raise ValidationFailed("username and password must be strings")
-        if len(password) > MAX_PASSWORD_LENGTH:
-            raise AuthFailed("wrong username or password")
-        user = await self.store.get_user(username) if validation.ID_RE.fullmatch(username) else None
-        # Verify against a dummy hash when there is no such user, so that the answer takes the
-        # same time and says the same thing whether or not the name exists.
-        encoded = user.password_hash if user is not None and user.password_hash else None
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(
-            None, verify_password, password, encoded or DUMMY_PASSWORD_HASH
-        )
-        if not ok or encoded is None or user is None:
-            raise AuthFailed("wrong username or password")
-        return self._token_answer(user)
-
-    def _token_answer(self, user: UserRow) -> dict[str, Any]:
-        role = Role(user.role)
-        token = self.tokens.issue(user.id, role=role, name=user.name)
-        return {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": self.settings.token_ttl,
-            "user": {"user_id": user.id, "name": user.name, "role": role.value},
-        }
-
 
 async def _read_retrying(what: str, read: Callable[[], T]) -> T:
     """Run a blocking database read on a thread until it succeeds, pausing longer each time."""
@@ -652,17 +594,6 @@ def _board_state(loaded: LoadedBoard) -> BoardState:
     ranks.load(loaded.records, seq=loaded.seq)
     metrics.BOARD_PLAYERS.labels(config.id).set(len(ranks))
     return BoardState(config, ranks)
-
-
-def _password(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValidationFailed("password must be a string")
-    if not MIN_PASSWORD_LENGTH <= len(value) <= MAX_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            f"password must be {MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} characters, "
-            f"got {len(value)}"
-        )
-    return value
 
 
 def _check_bounds(config: BoardConfig) -> None:

@@ -21,13 +21,15 @@ class Metrics(BaseHandler):
 class Register(BaseHandler):
     @public
     async def post(self) -> None:
-        self.write_json(await self.service.register(self.json_body()), 201)
+        self.write_json(await self.services.accounts.register(self.json_body()), 201)
 
 
 class Login(BaseHandler):
     @public
     async def post(self) -> None:
-        answer = await self.service.login(self.json_body(), address=self.request.remote_ip or "")
+        answer = await self.services.accounts.login(
+            self.json_body(), address=self.request.remote_ip or ""
+        )
         self.write_json(answer)
 
 

@@ -20,6 +20,7 @@ import tornado.web
 from tornado import httputil
 
 from .. import metrics
+from ..accounts import Accounts
 from ..auth import Identity, Role, TokenCodec
 from ..config import Settings
 from ..errors import (
@@ -67,6 +68,7 @@ class Services:
     service: ScoreboardService
     hub: Hub
     sessions: Sessions
+    accounts: Accounts
 
 
 def bearer_token(header: str) -> str:

@@ -306,7 +306,7 @@ class LoginPage(PageHandler):
         username = self.get_body_argument("username", "")
         body = {"username": username, "password": self.get_body_argument("password", "")}
         try:
-            answer = await self.service.login(body, address=self.request.remote_ip or "")
+            answer = await self.services.accounts.login(body, address=self.request.remote_ip or "")
         except ScoreboardError as exc:
             if isinstance(exc, AuthFailed):
                 message = "Wrong username or password."
@@ -350,7 +350,7 @@ class RegisterPage(PageHandler):
         if values["display_name"]:
             body["display_name"] = values["display_name"]
         try:
-            answer = await self.service.register(body)
+            answer = await self.services.accounts.register(body)
         except ScoreboardError as exc:
             self._form(errors={_field_of(exc.detail): exc.detail}, status=exc.status, values=values)
             return

@@ -1,0 +1,107 @@
+"""Accounts: register, log in, and the stored password hashes behind them.
+
+Kept apart from the score use cases in service.py: an account is a name and a password hash in
+the users table, a token is what it yields. Hashing runs on an executor (scrypt costs tens of
+milliseconds of CPU); the store runs the SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import validation
+from .auth import DUMMY_PASSWORD_HASH, Role, TokenCodec, hash_password, verify_password
+from .config import Settings
+from .errors import AuthFailed, RateLimited, ValidationFailed
+from .limits import KeyedLimiter
+from .store import Store, UserRow
+
+MAX_NAME_LENGTH = 64
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024  # scrypt of a megabyte password is a cheap denial of service
+REGISTER_FIELDS = frozenset({"username", "password", "display_name"})
+LOGIN_FIELDS = frozenset({"username", "password"})
+
+
+class Accounts:
+    """Registration and log-in over the users table; answers carry a fresh token."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        tokens: TokenCodec,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.tokens = tokens
+        self._monotonic = monotonic
+        self._login_limiter = KeyedLimiter(settings.login_rate, settings.login_burst)
+
+    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a player account (201 body): `{access_token, token_type, expires_in, user}`."""
+        validation.reject_unknown(body, REGISTER_FIELDS)
+        username = validation.identifier(body.get("username"), "username")
+        password = check_password(body.get("password"))
+        display_name = (
+            validation.text(body["display_name"], "display_name", max_length=MAX_NAME_LENGTH)
+            if body.get("display_name") is not None
+            else username
+        )
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(None, hash_password, password)
+        user = UserRow(
+            id=username, name=display_name, role=Role.PLAYER.value, password_hash=encoded
+        )
+        await self.store.create_user(user)
+        return self._token_answer(user)
+
+    async def login(self, body: dict[str, Any], *, address: str) -> dict[str, Any]:
+        """Check a username and password; 401 alike for a wrong password and an unknown name."""
+        validation.reject_unknown(body, LOGIN_FIELDS)
+        wait = self._login_limiter.take(address, self._monotonic())
+        if wait > 0:
+            raise RateLimited("too many login attempts from this address", retry_after=wait)
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ValidationFailed("username and password must be strings")
+        if len(password) > MAX_PASSWORD_LENGTH:
+            raise AuthFailed("wrong username or password")
+        user = await self.store.get_user(username) if validation.ID_RE.fullmatch(username) else None
+        # Verify against a dummy hash when there is no such user, so that the answer takes the
+        # same time and says the same thing whether or not the name exists.
+        encoded = user.password_hash if user is not None and user.password_hash else None
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(
+            None, verify_password, password, encoded or DUMMY_PASSWORD_HASH
+        )
+        if not ok or encoded is None or user is None:
+            raise AuthFailed("wrong username or password")
+        return self._token_answer(user)
+
+    def _token_answer(self, user: UserRow) -> dict[str, Any]:
+        role = Role(user.role)
+        token = self.tokens.issue(user.id, role=role, name=user.name)
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.settings.token_ttl,
+            "user": {"user_id": user.id, "name": user.name, "role": role.value},
+        }
+
+
+def check_password(value: Any) -> str:
+    """A new password as given, or 422 when it is not a string of the allowed length."""
+    if not isinstance(value, str):
+        raise ValidationFailed("password must be a string")
+    if not MIN_PASSWORD_LENGTH <= len(value) <= MAX_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"password must be {MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} characters, "
+            f"got {len(value)}"
+        )
+    return value
