@@ -8,16 +8,26 @@ milliseconds of CPU); the store runs the SQL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from . import validation
-from .auth import DUMMY_PASSWORD_HASH, Role, TokenCodec, hash_password, verify_password
+from .auth import (
+    DUMMY_PASSWORD_HASH,
+    Role,
+    TokenCodec,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from .config import Settings
 from .errors import AuthFailed, RateLimited, ValidationFailed
 from .limits import KeyedLimiter
 from .store import Store, UserRow
+
+log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 64
 MIN_PASSWORD_LENGTH = 8
@@ -82,7 +92,17 @@ class Accounts:
         )
         if not ok or encoded is None or user is None:
             raise AuthFailed("wrong username or password")
+        if needs_rehash(encoded):
+            await self._rehash(user, password, encoded)
         return self._token_answer(user)
+
+    async def _rehash(self, user: UserRow, password: str, old: str) -> None:
+        """Store the password again at today's cost; a failure only postpones it."""
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+            await self.store.replace_password_hash(user.id, old, new)
+        except Exception as exc:  # the log-in itself succeeded; try again at the next one
+            log.warning("re-hashing the password of %s failed: %s", user.id, exc)
 
     def _token_answer(self, user: UserRow) -> dict[str, Any]:
         role = Role(user.role)

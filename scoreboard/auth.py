@@ -262,15 +262,17 @@ class TokenCodec:
 # --- passwords ---------------------------------------------------------------------------------
 
 # scrypt cost: 16 MiB and about 40 ms per hash on the reference machine, the usual interactive
-# setting (RFC 7914 section 2). Stored hashes carry their own parameters, so these can rise later.
+# setting (RFC 7914 section 2). Stored hashes carry their own parameters, so these can rise later:
+# a hash made at another cost still verifies, and is re-hashed at these on the next log-in.
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
 SCRYPT_SALT_BYTES = 16
 SCRYPT_KEY_BYTES = 32
-# Bounds on parameters read back from storage, so a corrupt row cannot make verify spin or
-# allocate gigabytes.
-_SCRYPT_MAX_MEMORY_BYTES = 64 * 1024 * 1024
+#: Bound on the memory (128 * r * N bytes) of a stored hash's parameters: 256 MiB is N = 2^18
+#: at r = 8, sixteen times today's cost and room for several raises, while a corrupt or planted
+#: row cannot make one log-in allocate gigabytes (it verifies False without running scrypt).
+SCRYPT_MAX_MEMORY_BYTES = 256 * 1024 * 1024
 _SCRYPT_MAX_P = 16
 _ENCODED_RE = re.compile(
     r"scrypt\$([1-9][0-9]{0,9})\$([1-9][0-9]{0,3})\$([1-9][0-9]{0,3})"
@@ -287,7 +289,8 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, key_bytes: int) 
         r=r,
         p=p,
         dklen=key_bytes,
-        # OpenSSL needs about 128*r*(n+p+2) bytes; its default cap (32 MiB) is below our bound.
+        # OpenSSL needs about 128*r*(n+p+2) bytes and refuses more than `maxmem` (32 MiB by
+        # default): allow what these parameters need; verify_password bounds the parameters.
         maxmem=128 * r * (n + p + 2) + 1024 * 1024,
     )
 
@@ -317,7 +320,7 @@ def verify_password(password: str, encoded: str) -> bool:
     if match is None:
         return False
     n, r, p = (int(match.group(i)) for i in (1, 2, 3))
-    if n < 2 or n & (n - 1) or p > _SCRYPT_MAX_P or 128 * r * n > _SCRYPT_MAX_MEMORY_BYTES:
+    if not _allowed_cost(n, r, p):
         return False
     try:
         salt = base64.b64decode(match.group(4), validate=True)
@@ -331,6 +334,24 @@ def verify_password(password: str, encoded: str) -> bool:
     except (ValueError, MemoryError):
         return False
     return hmac.compare_digest(derived, expected)
+
+
+def _allowed_cost(n: int, r: int, p: int) -> bool:
+    return (
+        n >= 2 and not n & (n - 1) and p <= _SCRYPT_MAX_P and 128 * r * n <= SCRYPT_MAX_MEMORY_BYTES
+    )
+
+
+def needs_rehash(encoded: str) -> bool:
+    """True when a stored hash was made with other parameters than today's (re-hash at log-in)."""
+    match = _ENCODED_RE.fullmatch(encoded)
+    if match is None:
+        return True
+    params = tuple(int(match.group(i)) for i in (1, 2, 3))
+    key_chars = len(match.group(5))
+    return params != (SCRYPT_N, SCRYPT_R, SCRYPT_P) or key_chars != len(
+        _b64(bytes(SCRYPT_KEY_BYTES))
+    )
 
 
 #: The hash of a random string nobody knows. Login verifies against it when the user does not

@@ -642,6 +642,19 @@ class Store:
 
         await self._submit(_Op(run, lambda exc: exc))
 
+    async def replace_password_hash(self, user_id: str, old: str, new: str) -> None:
+        """Store a re-made hash, unless the stored one changed meanwhile (then keep that one)."""
+
+        def run(conn: Connection) -> None:
+            u = users.c
+            conn.execute(
+                sa.update(users)
+                .where(u.id == user_id, u.password_hash == old)
+                .values(password_hash=new)
+            )
+
+        await self._submit(_Op(run, lambda exc: exc))
+
     async def create_board(self, config: BoardConfig) -> None:
         """Create a board with seq 0; errors.Conflict if the id is taken."""
 

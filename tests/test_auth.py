@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -632,3 +633,33 @@ def test_dummy_hash_uses_the_same_parameters_and_matches_nothing_guessable() -> 
     assert ENCODED_RE.fullmatch(auth.DUMMY_PASSWORD_HASH) is not None
     for guess in ("", "password", "DUMMY_PASSWORD_HASH", "12345678"):
         assert auth.verify_password(guess, auth.DUMMY_PASSWORD_HASH) is False
+
+
+def _scrypt_encoded(password: bytes, n: int, r: int = 8, p: int = 1) -> str:
+    salt = b"fedcba9876543210"
+    key = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=32, maxmem=2**31 - 1)
+    return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+
+
+def test_a_stronger_stored_cost_verifies() -> None:
+    # N=2^17 needs 128 MiB: above OpenSSL's default cap and above the old 64 MiB bound, so the
+    # cost could never rise although the comment said it could.
+    encoded = _scrypt_encoded(b"pw", 2**17)
+    assert auth.verify_password("pw", encoded) is True
+    assert auth.verify_password("pW", encoded) is False
+
+
+def test_a_cost_above_the_bound_is_refused_without_work() -> None:
+    # A stored row must not make one login allocate gigabytes: over the bound, no scrypt runs.
+    n = 2 * auth.SCRYPT_MAX_MEMORY_BYTES // (128 * 8)
+    salt, key = base64.b64encode(b"0" * 16).decode(), base64.b64encode(b"1" * 32).decode()
+    started = time.monotonic()
+    assert auth.verify_password("pw", f"scrypt${n}$8$1${salt}${key}") is False
+    assert time.monotonic() - started < 0.05
+
+
+def test_needs_rehash_when_the_parameters_differ_from_the_current_ones() -> None:
+    assert auth.needs_rehash(auth.hash_password("pw")) is False
+    assert auth.needs_rehash(_scrypt_encoded(b"pw", 2**12)) is True
+    assert auth.needs_rehash(_scrypt_encoded(b"pw", 2**17)) is True
+    assert auth.needs_rehash(_scrypt_encoded(b"pw", auth.SCRYPT_N, p=2)) is True
