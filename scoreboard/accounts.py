@@ -23,7 +23,7 @@ from .auth import (
     verify_password,
 )
 from .config import Settings
-from .errors import AuthFailed, RateLimited, ValidationFailed
+from .errors import AuthFailed, Forbidden, RateLimited, ValidationFailed
 from .limits import KeyedLimiter
 from .store import Store, UserRow
 
@@ -52,9 +52,18 @@ class Accounts:
         self.tokens = tokens
         self._monotonic = monotonic
         self._login_limiter = KeyedLimiter(settings.login_rate, settings.login_burst)
+        self._register_limiter = KeyedLimiter(
+            settings.registration_rate, settings.registration_burst
+        )
 
-    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Create a player account (201 body): `{access_token, token_type, expires_in, user}`."""
+    async def register(self, body: dict[str, Any], *, address: str) -> dict[str, Any]:
+        """Create a player account (201 body): `{access_token, token_type, expires_in, user}`.
+
+        403 under `--registration closed`; 429 past the per-address rate, counted before the
+        password is hashed, which is the cost worth limiting; 409 for a name taken in any case.
+        """
+        if self.settings.registration == "closed":
+            raise Forbidden("registration is closed on this server")
         validation.reject_unknown(body, REGISTER_FIELDS)
         username = validation.identifier(body.get("username"), "username")
         password = check_password(body.get("password"))
@@ -63,6 +72,9 @@ class Accounts:
             if body.get("display_name") is not None
             else username
         )
+        wait = self._register_limiter.take(address, self._monotonic())
+        if wait > 0:
+            raise RateLimited("too many registrations from this address", retry_after=wait)
         loop = asyncio.get_running_loop()
         encoded = await loop.run_in_executor(None, hash_password, password)
         user = UserRow(
@@ -82,7 +94,8 @@ class Accounts:
             raise ValidationFailed("username and password must be strings")
         if len(password) > MAX_PASSWORD_LENGTH:
             raise AuthFailed("wrong username or password")
-        user = await self.store.get_user(username) if validation.ID_RE.fullmatch(username) else None
+        known = validation.ID_RE.fullmatch(username)
+        user = await self.store.get_account(username) if known else None
         # Verify against a dummy hash when there is no such user, so that the answer takes the
         # same time and says the same thing whether or not the name exists.
         encoded = user.password_hash if user is not None and user.password_hash else None

@@ -19,6 +19,7 @@ ENV_PREFIX = "SCOREBOARD_"
 MIN_JWT_SECRET_BYTES = 32  # HS256 keys shorter than the hash output are brute-forceable
 MAX_RANK_UPDATE_DELAY_S = 2.0  # SPEC section 5: overtaken players hear of it within 2 s
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+REGISTRATION_MODES = ("open", "closed")
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,9 @@ class Settings:
     score_burst: int = 20
     login_rate: float = 0.2  # login attempts per second per client address (12 a minute)
     login_burst: int = 10
+    registration: str = "open"  # "closed" refuses POST /api/auth/register (403)
+    registration_rate: float = 0.2  # registrations per second per client address (12 a minute)
+    registration_burst: int = 20
     # Live delivery (SPEC section 5); defaults are the spec's values, tests shrink them.
     status_interval: float = 10.0  # seconds between connection_status rounds
     slow_consumer_timeout: float = 30.0  # seconds without write progress before close 1013
@@ -107,6 +111,9 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("score_burst", int, "burst of score submissions per player"),
     _Flag("login_rate", float, "login attempts per second per client address"),
     _Flag("login_burst", int, "burst of login attempts per client address"),
+    _Flag("registration", str, "open or closed: whether players may register themselves"),
+    _Flag("registration_rate", float, "registrations per second per client address"),
+    _Flag("registration_burst", int, "burst of registrations per client address"),
     _Flag("status_interval", float, "seconds between connection_status rounds"),
     _Flag("slow_consumer_timeout", float, "seconds a WebSocket may not drain before close 1013"),
     _Flag("max_unsent_bytes", int, "unsent bytes per WebSocket before close 1013"),
@@ -215,6 +222,8 @@ def validate(settings: Settings) -> Settings:
         "score_burst": s.score_burst,
         "login_rate": s.login_rate,
         "login_burst": s.login_burst,
+        "registration_rate": s.registration_rate,
+        "registration_burst": s.registration_burst,
         "status_interval": s.status_interval,
         "slow_consumer_timeout": s.slow_consumer_timeout,
         "max_unsent_bytes": s.max_unsent_bytes,
@@ -236,6 +245,11 @@ def validate(settings: Settings) -> Settings:
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(
             f"--log-level: expected one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}"
+        )
+    if s.registration not in REGISTRATION_MODES:
+        raise ConfigError(
+            f"--registration: expected one of {', '.join(REGISTRATION_MODES)}, "
+            f"got {s.registration!r}"
         )
     if s.processes > 1 and s.redis_url is None:
         raise ConfigError("--processes: more than 1 needs --redis-url (cluster mode)")

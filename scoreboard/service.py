@@ -128,6 +128,7 @@ class ScoreRequest:
     score: int
     subscore: int
     metadata: dict[str, Any] | None
+    account_name: str | None = None  # the stored name of the player, when it was looked up
 
 
 class UpdateWaiters:
@@ -483,6 +484,7 @@ class ScoreboardService:
                     metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
                     return stored.response
             self._check_rate(identity)
+            request = await self._with_account_name(identity, board_id, request)
             return await self._apply_and_commit(
                 identity, self.board(board_id), request, key, fingerprint
             )
@@ -507,7 +509,7 @@ class ScoreboardService:
         # and changes nothing when it refuses.
         outcome = ranks.submit(
             request.user_id,
-            self._display_name(identity, state, request.user_id),
+            self._display_name(identity, state, request),
             request.score,
             request.subscore,
             now=self.clock(),
@@ -567,11 +569,29 @@ class ScoreboardService:
         return result
 
     @staticmethod
-    def _display_name(identity: Identity, state: BoardState, user_id: str) -> str:
+    def _display_name(identity: Identity, state: BoardState, request: ScoreRequest) -> str:
+        user_id = request.user_id
         if user_id == identity.sub and identity.name:
             return identity.name
         record = state.ranks.record(user_id)
-        return record.name if record is not None else user_id
+        if record is not None:
+            return record.name
+        return request.account_name or user_id
+
+    async def _with_account_name(
+        self, identity: Identity, board_id: str, request: ScoreRequest
+    ) -> ScoreRequest:
+        """Look up the stored name of a player new to the board whose token names nobody.
+
+        Without it, a `server` token's first score for a registered player would store the
+        user id as the name, overwriting the account's display name ("Dave D" -> "dave").
+        """
+        if request.user_id == identity.sub and identity.name:
+            return request
+        if request.user_id in self.board(board_id).ranks:
+            return request
+        user = await self.store.get_user(request.user_id)
+        return request if user is None else replace(request, account_name=user.name)
 
 
 async def _read_retrying(what: str, read: Callable[[], T]) -> T:

@@ -87,6 +87,17 @@ users = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("password_hash", sa.Text, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
+    # lower(id), for case-insensitive usernames (migration 0003; see username_key()). Unique
+    # among accounts only: outside issuers may use `Bob` and `bob` as two players.
+    sa.Column("username_key", sa.String(ID_MAX_LENGTH), nullable=True),
+    sa.Index("ix_users_username_key", "username_key"),
+    sa.Index(
+        "uq_users_account_key",
+        "username_key",
+        unique=True,
+        sqlite_where=sa.text("password_hash IS NOT NULL AND username_key IS NOT NULL"),
+        postgresql_where=sa.text("password_hash IS NOT NULL AND username_key IS NOT NULL"),
+    ),
     # SQLite: store rows in the primary-key B-tree itself instead of a rowid table plus a
     # separate key index, one B-tree write fewer per upsert.
     sqlite_with_rowid=False,
@@ -282,6 +293,11 @@ def _integrity_kind(exc: BaseException) -> str:
     if "FOREIGN KEY constraint failed" in message:
         return "foreign_key"
     return "other"
+
+
+def username_key(user_id: str) -> str:
+    """The case-insensitive form of a user id (ids are ASCII: [A-Za-z0-9_.-])."""
+    return user_id.lower()
 
 
 def _chained(error: errors.ScoreboardError, cause: BaseException) -> errors.ScoreboardError:
@@ -569,6 +585,28 @@ class Store:
 
         return await self._read(read)
 
+    async def get_account(self, username: str) -> UserRow | None:
+        """The account (a user with a password) named `username` in any case, or None.
+
+        An exact id wins over another case of it (two such accounts only exist from before
+        usernames were case-insensitive).
+        """
+
+        def read() -> UserRow | None:
+            u = users.c
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(u.id, u.name, u.role, u.password_hash)
+                    .where(u.password_hash.is_not(None))
+                    .where(sa.or_(u.username_key == username_key(username), u.id == username))
+                    .limit(2)
+                ).all()
+            exact = [row for row in rows if row.id == username]
+            row = (exact or rows or [None])[0]
+            return None if row is None else UserRow(*row)
+
+        return await self._read(read)
+
     async def find_answer(self, actor: str, key: str) -> StoredAnswer | None:
         """The stored answer to `actor`'s request with this Idempotency-Key, or None.
 
@@ -637,7 +675,13 @@ class Store:
         def run(conn: Connection) -> None:
             conn.execute(
                 self._insert_user_if_absent,
-                {"id": user_id, "name": name, "role": role, "created_at": time.time()},
+                {
+                    "id": user_id,
+                    "name": name,
+                    "role": role,
+                    "created_at": time.time(),
+                    "username_key": username_key(user_id),
+                },
             )
 
         await self._submit(_Op(run, lambda exc: exc))
@@ -688,6 +732,14 @@ class Store:
     # -- statements shared by the sync and async paths ------------------------------------
 
     def _create_user(self, conn: Connection, user: UserRow) -> None:
+        # Registered names are unique whatever their case, and must not be the id of a player
+        # already known (from an outside token): that would share the identity.
+        key = username_key(user.id)
+        taken = conn.execute(
+            sa.select(users.c.id).where(users.c.username_key == key).limit(1)
+        ).first()
+        if taken is not None:
+            raise errors.Conflict(f"user {user.id!r} exists")
         conn.execute(
             sa.insert(users).values(
                 id=user.id,
@@ -695,6 +747,7 @@ class Store:
                 role=user.role,
                 password_hash=user.password_hash,
                 created_at=time.time(),
+                username_key=key,
             )
         )
 
@@ -740,7 +793,13 @@ class Store:
         conn.execute(
             self._upsert_user,
             [
-                {"id": uid, "name": name, "role": DEFAULT_ROLE, "created_at": now}
+                {
+                    "id": uid,
+                    "name": name,
+                    "role": DEFAULT_ROLE,
+                    "created_at": now,
+                    "username_key": username_key(uid),
+                }
                 for uid, name in sorted(names.items())
             ],
         )

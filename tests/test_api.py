@@ -548,7 +548,8 @@ async def test_the_same_service_runs_on_postgresql(make_api, postgres_url):
 async def test_a_score_racing_a_board_delete_fails_cleanly(api, caplog):
     await api.make_board("gone")
     service = api.services.service
-    player = Identity(sub="p1", role=Role.PLAYER, name=None, exp=time.time() + 60)
+    # Named, so that the submission goes straight to the board (no look-up of the name).
+    player = Identity(sub="p1", role=Role.PLAYER, name="P1", exp=time.time() + 60)
     deleting = asyncio.ensure_future(service.delete_board("gone"))
     await asyncio.sleep(0)  # the delete is queued in the writer first
     # Applied in memory, then refused by the database: the board is read back (it is gone).

@@ -175,7 +175,7 @@ def test_migrate_creates_the_schema_on_an_empty_database(db_url: str) -> None:
         "submissions",
         "server_settings",
     }
-    assert version == "0002"
+    assert version == "0003"
     assert diff == []
 
 
@@ -574,7 +574,7 @@ def test_migration_0002_gives_existing_boards_integer_and_keeps_their_records(
     assert loaded.seq == 7
     # Adding the column did not recreate the boards table (whose cascade would empty this).
     assert loaded.records == [ranking.Record("alice", "Alice", 62345, 1, 7, 3.5)]
-    assert scalar(db_url, "SELECT version_num FROM alembic_version") == "0002"
+    assert scalar(db_url, "SELECT version_num FROM alembic_version") == "0003"
 
     # And back: the downgrade drops only the column.
     alembic_to(db_url, "0001", down=True)
@@ -586,3 +586,45 @@ def test_migration_0002_gives_existing_boards_integer_and_keeps_their_records(
         engine.dispose()
     assert "score_format" not in columns
     assert scalar(db_url, "SELECT count(*) FROM player_records") == 1
+
+
+# -- username_key (migration 0003) ----------------------------------------------------------
+
+
+def test_migration_0003_keys_users_and_keeps_old_case_twins_able_to_log_in(db_url: str) -> None:
+    alembic_to(db_url, "0002")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for user_id, password_hash, created in [
+                ("alice", "h1", 1.0),
+                ("Alice", "h2", 2.0),  # registered before usernames were case-insensitive
+                ("Bob", None, 3.0),  # a player from an outside token
+                ("bob", None, 4.0),
+            ]:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO users (id, name, role, password_hash, created_at) "
+                        "VALUES (:id, :name, 'player', :h, :c)"
+                    ),
+                    {"id": user_id, "name": user_id, "h": password_hash, "c": created},
+                )
+    finally:
+        engine.dispose()
+    store = Store(db_url)
+    try:
+        store.migrate()
+        with store.engine.connect() as conn:
+            keys = dict(conn.execute(sa.text("SELECT id, username_key FROM users")).all())
+        with pytest.raises(errors.Conflict):
+            store.create_user_sync(UserRow("BOB", "B", "player", "h3"))
+    finally:
+        store.close()
+    assert keys == {"alice": "alice", "Alice": None, "Bob": "bob", "bob": "bob"}
+
+    async def logins(store: Store) -> list[str | None]:
+        found = [await store.get_account(name) for name in ("alice", "Alice", "ALICE", "bob")]
+        return [user.id if user else None for user in found]
+
+    # An exact id wins; another case finds the key holder; players without password: none.
+    assert run(db_url, logins) == ["alice", "Alice", "alice", None]

@@ -21,7 +21,10 @@ class Metrics(BaseHandler):
 class Register(BaseHandler):
     @public
     async def post(self) -> None:
-        self.write_json(await self.services.accounts.register(self.json_body()), 201)
+        answer = await self.services.accounts.register(
+            self.json_body(), address=self.request.remote_ip or ""
+        )
+        self.write_json(answer, 201)
 
 
 class Login(BaseHandler):

@@ -350,7 +350,9 @@ class RegisterPage(PageHandler):
         if values["display_name"]:
             body["display_name"] = values["display_name"]
         try:
-            answer = await self.services.accounts.register(body)
+            answer = await self.services.accounts.register(
+                body, address=self.request.remote_ip or ""
+            )
         except ScoreboardError as exc:
             self._form(errors={_field_of(exc.detail): exc.detail}, status=exc.status, values=values)
             return
