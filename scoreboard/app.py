@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPServerRequest
 
 from .accounts import Accounts
 from .auth import TokenCodec
@@ -26,6 +27,7 @@ from .handlers.base import (
 from .handlers.live import LiveSocket
 from .hub import Hub
 from .openapi import document
+from .proxies import Network, client_address, parse_networks
 from .resources import data_dir
 from .service import ScoreboardService
 from .session import Sessions
@@ -88,6 +90,25 @@ class StaticFiles(tornado.web.StaticFileHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         if not self.get_argument("v", None):
             self.set_header("Cache-Control", "no-cache")
+
+
+class Application(tornado.web.Application):
+    """Tornado's application, with the client address settled before any handler runs.
+
+    Behind `--trusted-proxies`, `request.remote_ip` becomes the forwarded client address, so
+    that rate limits, logs and every handler see the player rather than the proxy.
+    """
+
+    def __init__(self, *args: Any, trusted_proxies: tuple[Network, ...] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.trusted_proxies = trusted_proxies
+
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any) -> Any:
+        if self.trusted_proxies and request.remote_ip:
+            request.remote_ip = client_address(
+                request.remote_ip, request.headers, self.trusted_proxies
+            )
+        return super().find_handler(request, **kwargs)
 
 
 def route_pattern(template: str) -> str:
@@ -163,8 +184,9 @@ def make_app(services: Services, **extra: Any) -> tornado.web.Application:
     """The Tornado application over already-built services."""
     args = {"services": services}
     handlers = [(route_pattern(path), handler, args) for path, handler in ROUTES]
-    return tornado.web.Application(
+    return Application(
         handlers,
+        trusted_proxies=parse_networks(services.settings.trusted_proxies),
         default_handler_class=pages.NotFoundPage,
         default_handler_args=args,
         log_function=log_request,

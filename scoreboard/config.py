@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .proxies import parse_networks
+
 ENV_PREFIX = "SCOREBOARD_"
 MIN_JWT_SECRET_BYTES = 32  # HS256 keys shorter than the hash output are brute-forceable
 MAX_RANK_UPDATE_DELAY_S = 2.0  # SPEC section 5: overtaken players hear of it within 2 s
@@ -54,6 +56,7 @@ class Settings:
     score_burst: int = 20
     login_rate: float = 0.2  # login attempts per second per client address (12 a minute)
     login_burst: int = 10
+    trusted_proxies: tuple[str, ...] = ()  # addresses/CIDRs whose forwarded headers we believe
     registration: str = "open"  # "closed" refuses POST /api/auth/register (403)
     registration_rate: float = 0.2  # registrations per second per client address (12 a minute)
     registration_burst: int = 20
@@ -111,6 +114,7 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("score_burst", int, "burst of score submissions per player"),
     _Flag("login_rate", float, "login attempts per second per client address"),
     _Flag("login_burst", int, "burst of login attempts per client address"),
+    _Flag("trusted_proxies", str, "comma-separated addresses/CIDRs of trusted reverse proxies"),
     _Flag("registration", str, "open or closed: whether players may register themselves"),
     _Flag("registration_rate", float, "registrations per second per client address"),
     _Flag("registration_burst", int, "burst of registrations per client address"),
@@ -182,6 +186,8 @@ def _convert(flag: _Flag, raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: expected true or false, got {raw!r}")
     if flag.name == "allowed_origins":
         return tuple(part.strip().rstrip("/") for part in str(raw).split(",") if part.strip())
+    if flag.name == "trusted_proxies":
+        return tuple(part.strip() for part in str(raw).split(",") if part.strip())
     try:
         return flag.kind(raw)
     except ValueError:
@@ -211,6 +217,10 @@ def validate(settings: Settings) -> Settings:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
             raise ConfigError(f"--allowed-origins: expected scheme://host[:port], got {origin!r}")
+    try:
+        parse_networks(s.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"--trusted-proxies: {exc}") from None
     positive = {
         "token_ttl": s.token_ttl,
         "max_connections": s.max_connections,
