@@ -45,8 +45,10 @@ class Accounts:
         store: Store,
         tokens: TokenCodec,
         *,
+        require_ready: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._require_ready = require_ready  # a registration is a write: not while not ready
         self.settings = settings
         self.store = store
         self.tokens = tokens
@@ -64,6 +66,7 @@ class Accounts:
         """
         if self.settings.registration == "closed":
             raise Forbidden("registration is closed on this server")
+        self._require_ready()
         validation.reject_unknown(body, REGISTER_FIELDS)
         username = validation.identifier(body.get("username"), "username")
         password = check_password(body.get("password"))

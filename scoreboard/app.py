@@ -168,7 +168,7 @@ def build_services(settings: Settings) -> Services:
     hub = Hub(settings, MappingProxyType(service.boards))
     service.add_listener(hub)
     sessions = Sessions(settings, service, hub)
-    accounts = Accounts(settings, store, tokens)
+    accounts = Accounts(settings, store, tokens, require_ready=service.require_ready)
     return Services(
         settings=settings,
         store=store,

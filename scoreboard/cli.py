@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import getpass
 import logging
 import signal
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from . import config
 from .app import build_services, make_app, resolve_jwt_secret
 from .auth import Role, TokenCodec, hash_password
+from .dbfile import NotADatabase
 from .errors import ScoreboardError, ValidationFailed
 from .formatting import DEFAULT_SCORE_FORMAT, parse_score_format
 from .handlers.base import Services
@@ -96,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScoreboardError as exc:
         print(f"scoreboard: {exc.detail}", file=sys.stderr)
         return 1
+    except NotADatabase as exc:  # left untouched; a start-up failure, not a crash
+        print(f"scoreboard: --database-url: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:  # a bad subject, role or TTL for `token`
         print(f"scoreboard: {exc}", file=sys.stderr)
         return 1
@@ -188,6 +193,10 @@ def serve(settings: config.Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    # SQLite maps its -shm file into memory: if that file is truncated or its disk fills, the
+    # kernel kills the process with SIGBUS. That cannot be caught, but it can be told: the
+    # fault handler writes which signal it was and every thread's stack to standard error.
+    faulthandler.enable()
     services = build_services(settings)
     asyncio.run(_serve(services))
     return 0

@@ -14,6 +14,7 @@ database does not have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import logging
@@ -40,7 +41,7 @@ from .errors import (
 from .formatting import DEFAULT_SCORE_FORMAT, parse_score_format
 from .limits import KeyedLimiter
 from .ranking import Leaderboard, Operator, Order, Outcome
-from .store import BoardConfig, LoadedBoard, ScoreWrite, Store
+from .store import UNAVAILABLE_RETRY_AFTER_S, BoardConfig, LoadedBoard, ScoreWrite, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,6 +57,9 @@ MAX_POLL_TIMEOUT_S = 60
 RELOAD_POLL_S = 0.01  # how often a reload checks that the board's writes have settled
 READ_RETRY_FIRST_S = 0.5  # a failed database read (start-up, read-back) is retried with
 READ_RETRY_MAX_S = 10.0  # doubling pauses up to this, for as long as the database stays away
+LOADING_RETRY_AFTER_S = 1  # Retry-After while the boards load: a big board takes seconds
+PING_TIMEOUT_S = 2.0  # a database that takes longer to answer SELECT is not ready
+WATCH_INTERVAL_S = 1.0  # how often the database is probed, so service resumes by itself
 
 SCORE_FIELDS = frozenset({"score", "subscore", "user_id", "metadata"})
 BOARD_FIELDS = frozenset(
@@ -198,6 +202,8 @@ class ScoreboardService:
         self._submissions_running = 0
         self._reloads: dict[str, asyncio.Task[None]] = {}
         self.accepting = True  # False once shutdown began: new submissions get a 503
+        self._watch: asyncio.TimerHandle | None = None  # the next database probe
+        self._watching: asyncio.Task[None] | None = None  # the probe running, if any
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -218,6 +224,7 @@ class ScoreboardService:
         gc.collect()
         gc.freeze()
         self.ready = True
+        self._start_watching_the_database()
         log.info(
             "loaded %d boards with %d players",
             len(self.boards),
@@ -257,12 +264,62 @@ class ScoreboardService:
 
     async def check_ready(self) -> None:
         """Raise unless the boards are loaded and the database answers."""
+        self.require_ready()
+        await self._ping()
+        self.require_ready()
+
+    def require_ready(self) -> None:
+        """NotReady (503, Retry-After) while the boards load or the database is unavailable.
+
+        Guards every board route and every write: before the boards are loaded an existing
+        board would look absent (404), and with the database gone, replaced, damaged or
+        unreachable a write would not be kept and a read may show what was never stored.
+        """
         if not self.ready:
-            raise NotReady("leaderboards are still loading")
+            raise NotReady("leaderboards are still loading", retry_after=LOADING_RETRY_AFTER_S)
+        problem = self.store.unavailable()
+        if problem is not None:
+            raise NotReady(problem, retry_after=UNAVAILABLE_RETRY_AFTER_S)
+
+    def ready_board(self, board_id: str) -> BoardState:
+        """`board()` behind `require_ready()`: what a board route reads or writes."""
+        self.require_ready()
+        return self.board(board_id)
+
+    async def _ping(self) -> None:
         try:
-            await asyncio.wait_for(self.store.ping(), timeout=2.0)
+            await asyncio.wait_for(self.store.ping(), timeout=PING_TIMEOUT_S)
+        except NotReady:
+            raise
         except Exception as exc:  # any database failure means not ready
-            raise NotReady("the database does not answer") from exc
+            raise NotReady(
+                "the database does not answer", retry_after=UNAVAILABLE_RETRY_AFTER_S
+            ) from exc
+
+    def _start_watching_the_database(self) -> None:
+        """Ping the database every second, so service resumes once it is back by itself."""
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            if self._watch is None:
+                return
+            if self._watching is None or self._watching.done():
+                self._watching = loop.create_task(self._probe())
+            self._watch = loop.call_later(WATCH_INTERVAL_S, tick)
+
+        self._watch = loop.call_later(WATCH_INTERVAL_S, tick)
+
+    async def _probe(self) -> None:
+        with contextlib.suppress(NotReady):
+            await self._ping()
+
+    def stop_watching(self) -> None:
+        """Cancel the database watch (at shutdown)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self._watching is not None:
+            self._watching.cancel()
 
     # -- boards ----------------------------------------------------------------------------
 
@@ -273,9 +330,11 @@ class ScoreboardService:
         return state
 
     def list_boards(self) -> list[dict[str, Any]]:
+        self.require_ready()
         return [state.to_json() for state in self.boards.values()]
 
     async def create_board(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.require_ready()
         validation.reject_unknown(body, BOARD_FIELDS)
         if "id" not in body or "title" not in body:
             raise ValidationFailed("id and title are required")
@@ -304,7 +363,7 @@ class ScoreboardService:
         return state.to_json()
 
     async def update_board(self, board_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        state = self.board(board_id)
+        state = self.ready_board(board_id)
         validation.reject_unknown(body, PATCHABLE_BOARD_FIELDS)
         changes: dict[str, Any] = {}
         if "title" in body:
@@ -330,7 +389,7 @@ class ScoreboardService:
         return state.to_json()
 
     async def delete_board(self, board_id: str) -> None:
-        self.board(board_id)
+        self.ready_board(board_id)
         await self.store.delete_board(board_id)
         self._forget_board(board_id)
 
@@ -343,7 +402,7 @@ class ScoreboardService:
     # -- reads -----------------------------------------------------------------------------
 
     def leaderboard(self, board_id: str, *, limit: int, offset: int) -> dict[str, Any]:
-        state = self.board(board_id)
+        state = self.ready_board(board_id)
         return {
             "board": board_id,
             "seq": state.ranks.seq,
@@ -352,13 +411,13 @@ class ScoreboardService:
         }
 
     def player(self, board_id: str, user_id: str) -> dict[str, Any]:
-        entry = self.board(board_id).ranks.entry(user_id)
+        entry = self.ready_board(board_id).ranks.entry(user_id)
         if entry is None:
             raise NotFound(f"player {user_id!r} has no score on board {board_id!r}")
         return entry.to_json()
 
     def around(self, board_id: str, user_id: str, *, radius: int) -> dict[str, Any]:
-        state = self.board(board_id)
+        state = self.ready_board(board_id)
         if user_id not in state.ranks:
             raise NotFound(f"player {user_id!r} has no score on board {board_id!r}")
         return {
@@ -378,6 +437,7 @@ class ScoreboardService:
         self, board_id: str, *, since: int, timeout: float, identity: Identity | None
     ) -> dict[str, Any]:
         """Answer as soon as the board's seq passes `since`, or after `timeout` seconds."""
+        self.ready_board(board_id)
         deadline = time.monotonic() + timeout
         while self.board(board_id).ranks.seq <= since:
             remaining = deadline - time.monotonic()
@@ -456,6 +516,7 @@ class ScoreboardService:
     async def drain(self, timeout: float) -> None:
         """Refuse new submissions, then wait (up to `timeout` s) for the running ones to answer."""
         self.accepting = False
+        self.stop_watching()
         deadline = time.monotonic() + timeout
         while self._submissions_running and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -466,7 +527,7 @@ class ScoreboardService:
         if not self.accepting:
             # Refused before anything is applied: the store closes once running ones commit.
             raise NotReady("the server is shutting down")
-        state = self.board(board_id)
+        state = self.ready_board(board_id)
         request = self.parse_score(identity, state, body)
         fingerprint = None
         if key is not None:

@@ -15,11 +15,13 @@ import gc
 import itertools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -30,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from . import errors, ranking
+from .dbfile import SqliteFile, check_header
 from .formatting import DEFAULT_SCORE_FORMAT
 from .resources import migrations_dir
 
@@ -63,6 +66,10 @@ READ_THREADS = 2
 SQLITE_BUSY_TIMEOUT_MS = 5000
 #: PostgreSQL advisory lock held while migrating (any fixed number unique to this app).
 MIGRATION_LOCK_ID = 7301130001
+#: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
+SQLITE_CORRUPTION_CODES = (11, 26)
+#: Seconds a client is told to wait (Retry-After) while the database is unavailable.
+UNAVAILABLE_RETRY_AFTER_S = 2
 #: Role given to users first seen through a score write (the token said nothing more).
 DEFAULT_ROLE = "player"
 
@@ -342,13 +349,35 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(url: str) -> Engine:
-    """An Engine for `url` (SQLite or PostgreSQL through psycopg) with Scoreboard's set-up."""
+#: Errors that say the database could not be reached or written, rather than that a write was bad.
+_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot take or keep writes now (gone, replaced, unwritable, unreachable)."""
+
+
+def sqlite_file(url: str) -> SqliteFile | None:
+    """The database file of a SQLite URL (None for PostgreSQL and in-memory databases)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return SqliteFile(Path(parsed.database).absolute())
+
+
+def make_engine(url: str, *, sqlite_file: SqliteFile | None = None) -> Engine:
+    """An Engine for `url` (SQLite or PostgreSQL through psycopg) with Scoreboard's set-up.
+
+    With `sqlite_file`, every SQLite connection is opened through it: once the file is adopted,
+    only that very file, never a new one (see scoreboard.dbfile).
+    """
     parsed = sa.make_url(url)
     backend = parsed.get_backend_name()
     options: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if backend == "sqlite":
         # The pool hands a connection to one thread at a time (writer, readers, start-up).
+        if sqlite_file is not None:
+            options["creator"] = sqlite_file.connect
         engine = sa.create_engine(parsed, connect_args={"check_same_thread": False}, **options)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -376,7 +405,16 @@ class Store:
     """The database behind Scoreboard: synchronous start-up calls and async calls for the loop."""
 
     def __init__(self, url: str, *, max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES) -> None:
-        self.engine: Engine = make_engine(url)
+        self.file = sqlite_file(url)
+        self._new_file = False
+        if self.file is not None:
+            check_header(self.file.path)  # before any connection can write to a foreign file
+            self._new_file = not self.file.path.exists()
+        self.engine: Engine = make_engine(url, sqlite_file=self.file)
+        # Why the database cannot be trusted, besides what the file check finds each time:
+        # corruption stays until a restart; a failure to reach it lasts until a ping succeeds.
+        self._corrupt: str | None = None
+        self._failure: str | None = None
         self.dialect: str = self.engine.dialect.name
         # Same pool; transactions begun through it are write transactions.
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
@@ -437,6 +475,10 @@ class Store:
                 conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+        if self.file is not None and self.file.identity is None:
+            if self._new_file:
+                log.warning("created a new, empty database at %s", self.file.path)
+            self.file.adopt()
 
     def start(self, loop: asyncio.AbstractEventLoop | Any) -> None:
         """Start the writer thread; callers' futures are resolved on `loop`."""
@@ -461,6 +503,39 @@ class Store:
             self._writer.join()
         self._readers.shutdown(wait=True)
         self.engine.dispose()
+
+    def unavailable(self) -> str | None:
+        """Why the database cannot be trusted now (None when it can). Cheap: a few syscalls."""
+        if self._corrupt is not None:
+            return self._corrupt
+        if self.file is not None:
+            problem = self.file.problem()
+            if problem is not None:
+                return problem
+        return self._failure
+
+    def _outage(self, exc: BaseException) -> errors.NotReady | None:
+        """Record `exc` if it says the database is unavailable; the error to answer with."""
+        orig = getattr(exc, "orig", None) or exc
+        if isinstance(exc, DatabaseUnavailable):
+            reason = str(exc)
+        elif (
+            isinstance(orig, sqlite3.DatabaseError)
+            and getattr(orig, "sqlite_errorcode", 0) & 0xFF in SQLITE_CORRUPTION_CODES
+        ):
+            reason = self._corrupt = f"the database file is damaged: {orig}"
+        elif isinstance(exc, _UNREACHABLE):
+            reason = self._failure = f"the database does not answer: {str(orig).splitlines()[0]}"
+        else:
+            return None
+        return _chained(errors.NotReady(reason, retry_after=UNAVAILABLE_RETRY_AFTER_S), exc)  # type: ignore[return-value]
+
+    def _check_file(self) -> None:
+        """Raise DatabaseUnavailable when the path no longer leads to our writable file."""
+        if self.file is not None:
+            problem = self.file.problem()
+            if problem is not None:
+                raise DatabaseUnavailable(problem)
 
     @property
     def pending_writes(self) -> int:
@@ -570,7 +645,13 @@ class Store:
     # -- async reads -----------------------------------------------------------------------
 
     async def _read(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
+        except Exception as exc:
+            outage = self._outage(exc)
+            if outage is not None:
+                raise outage from exc
+            raise
 
     async def get_user(self, user_id: str) -> UserRow | None:
         """The user with this id, or None."""
@@ -627,13 +708,22 @@ class Store:
         return await self._read(read)
 
     async def ping(self) -> None:
-        """Run SELECT 1: raises when the database does not answer."""
+        """Check the file and run a query: errors.NotReady when the database is unavailable.
+
+        A success clears a recorded failure to reach the database (not a damaged file).
+        """
 
         def read() -> None:
+            self._check_file()
             with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1")).scalar_one()
+                # SQLite: read the schema, so a file that lost its pages shows here.
+                query = "SELECT count(*) FROM sqlite_master" if self.file else "SELECT 1"
+                conn.execute(sa.text(query)).scalar_one()
 
         await self._read(read)
+        self._failure = None
+        if self._corrupt is not None:
+            raise errors.NotReady(self._corrupt, retry_after=UNAVAILABLE_RETRY_AFTER_S)
 
     # -- async writes (through the writer thread) -----------------------------------------
 
@@ -854,6 +944,13 @@ class Store:
         try:
             self._run_in_transaction([payload for payload, _ in batch])
         except Exception as exc:
+            outage = self._outage(exc)
+            if outage is not None:
+                # The database, not a write, is the trouble: none of these is acknowledged,
+                # and committing them one by one would only fail the same way.
+                log.warning("%d writes refused: %s", len(batch), outage.detail)
+                self._settle([(future, outage) for _, future in batch])
+                return
             if len(batch) == 1:
                 payload, future = batch[0]
                 self._settle([(future, _translate(payload, exc))])
@@ -889,7 +986,12 @@ class Store:
                 payload.run(conn)
             if run:
                 self._write_scores(conn, run)
-        # Only here has COMMIT returned.
+            # Last thing before COMMIT: is the path still our file? Else the commit would land
+            # in a deleted or replaced file and a restart would not find it.
+            self._check_file()
+        # Only here has COMMIT returned. Checked again, so that a file that went away during
+        # the commit is not acknowledged either.
+        self._check_file()
         self.batches_committed += 1
         self.writes_committed += len(payloads)
 

@@ -197,6 +197,7 @@ def make_services(io_loop, tmp_path):
 
     yield make
     for services in made:
+        services.service.stop_watching()
         services.hub.abort_all()
         services.hub.stop()
         services.sessions.stop()

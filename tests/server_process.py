@@ -60,6 +60,11 @@ class ServerProcess:
         ]
 
     def start(self) -> ServerProcess:
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it to be ready."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCOREBOARD_")}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -70,6 +75,11 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        return self
+
+    def wait_ready(self) -> ServerProcess:
+        """Return once /readyz answers 200; RuntimeError if the process exits or stays unready."""
+        assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -102,7 +112,18 @@ class ServerProcess:
     def request(
         self, method: str, path: str, body: Any = None, token: str | None = None
     ) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
+        return self.request_with_headers(method, path, body, token)[:2]
+
+    def request_with_headers(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, Any]:
+        """(status, JSON body, response headers)."""
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data = None if body is None else json.dumps(body).encode()
@@ -110,7 +131,7 @@ class ServerProcess:
         try:
             with urllib.request.urlopen(req, timeout=10, context=self.tls) as response:
                 raw = response.read()
-                return response.status, json.loads(raw) if raw else None
+                return response.status, json.loads(raw) if raw else None, response.headers
         except urllib.error.HTTPError as err:
             with err:
-                return err.code, json.loads(err.read() or b"null")
+                return err.code, json.loads(err.read() or b"null"), err.headers

@@ -56,7 +56,7 @@ class Boards(BaseHandler):
 class Board(BaseHandler):
     @reader
     def get(self, board_id: str) -> None:
-        self.write_json(self.service.board(board_id).to_json())
+        self.write_json(self.service.ready_board(board_id).to_json())
 
     @admin
     async def patch(self, board_id: str) -> None:
