@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jwt
+import pytest
 from server_process import REPO, SECRET, ServerProcess
 
 
@@ -194,3 +195,48 @@ def test_board_create_score_format_flag(tmp_path):
     with sqlite3.connect(tmp_path / "fmt.db") as db:
         rows = db.execute("SELECT id, score_format FROM boards ORDER BY id").fetchall()
     assert rows == [("laps", "integer"), ("race", "duration_ms")]
+
+
+def test_certfile_and_keyfile_serve_wss(tmp_path):
+    """The WebSocket on the same TLS port: handshake, subscribe, and a live score_update."""
+    import json
+    import ssl
+
+    import websocket
+
+    certfile, keyfile = _self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=certfile)
+    server = ServerProcess(
+        f"sqlite:///{tmp_path}/wss.db",
+        tmp_path / "server.log",
+        "--certfile",
+        certfile,
+        "--keyfile",
+        keyfile,
+        tls=trust,
+    ).start()
+    try:
+        admin = server.token("admin", "admin")
+        assert server.request("POST", "/api/boards", {"id": "b", "title": "B"}, admin)[0] == 201
+        ws = websocket.create_connection(
+            f"wss://127.0.0.1:{server.port}/ws",
+            header=[f"Authorization: Bearer {admin}"],
+            sslopt={"ca_certs": certfile, "cert_reqs": ssl.CERT_REQUIRED},
+            timeout=5,
+        )
+        try:
+            ws.send(json.dumps({"type": "subscribe", "data": {"board": "b"}}))
+            kinds = []
+            while "snapshot" not in kinds:
+                kinds.append(json.loads(ws.recv())["type"])
+            assert server.request("POST", "/api/boards/b/scores", {"score": 3}, admin)[0] == 200
+            while (frame := json.loads(ws.recv()))["type"] != "score_update":
+                pass
+            assert frame["data"]["board"] == "b"
+        finally:
+            ws.close()
+        # A client that does not trust the certificate is refused at the TLS handshake.
+        with pytest.raises(ssl.SSLError):
+            websocket.create_connection(f"wss://127.0.0.1:{server.port}/ws", timeout=5)
+    finally:
+        assert server.stop() == 0

@@ -12,14 +12,17 @@ import contextlib
 import hashlib
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from server_process import REPO, SECRET, ServerProcess
+import sqlalchemy as sa
+from server_process import REPO, SECRET, ServerProcess, free_port
 
 BOARD_ROUTES = [
     ("GET", "/api/boards", None),
@@ -257,3 +260,110 @@ def test_a_truncated_shared_memory_file_kills_with_sigbus_but_says_so(tmp_path):
     log = server.log_path.read_text()
     assert "Fatal Python error: Bus error" in log
     assert "scoreboard/store.py" in log  # the stack of the thread that touched the mapping
+
+
+# -- PostgreSQL that stops answering ---------------------------------------------------------
+
+
+class CuttableProxy:
+    """A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones
+    refused) and restore, so an outage never touches the PostgreSQL server others share."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            doomed, self._sockets = self._sockets, []
+        for sock in [listener, *doomed]:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(90)
+def test_postgres_that_stops_answering_acknowledges_nothing_and_resumes_by_itself(
+    tmp_path, postgres_url
+):
+    url = sa.make_url(postgres_url)
+    proxy = CuttableProxy((url.host, url.port))
+    proxy.open()
+    through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
+    server = ServerProcess(through_proxy, tmp_path / "server.log").start()
+    admin = server.token("admin", "admin")
+    try:
+        assert server.request("POST", "/api/boards", {"id": "b", "title": "B"}, admin)[0] == 201
+        acknowledged: dict[str, int] = {}
+        outcomes: list[tuple[int, str | None]] = []
+
+        def post(n: int) -> None:
+            user = f"u{n}"
+            status, body = server.request(
+                "POST", "/api/boards/b/scores", {"score": n, "user_id": user}, admin
+            )
+            outcomes.append((status, body.get("code") if status != 200 else None))
+            if status == 200:
+                acknowledged[user] = n
+
+        for n in range(20):
+            post(n)
+        proxy.cut()
+        for n in range(20, 40):
+            post(n)
+        assert _ready(server) == 503
+        status, problem = server.request("GET", "/api/boards/b/leaderboard", None, admin)
+        assert (status, problem["code"]) == (503, "not_ready")
+        proxy.open()
+        _eventually(lambda: _ready(server) == 200, timeout=20)
+        for n in range(40, 60):
+            post(n)
+        # During the outage: refused, never acknowledged; before and after: accepted.
+        assert outcomes[:20] == [(200, None)] * 20
+        assert set(outcomes[20:40]) == {(503, "not_ready")}
+        assert outcomes[40:] == [(200, None)] * 20
+    finally:
+        server.stop(signal.SIGKILL)
+        proxy.cut()
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            stored = dict(conn.execute(sa.text("SELECT user_id, score FROM player_records")).all())
+    finally:
+        engine.dispose()
+    assert stored == acknowledged
