@@ -477,6 +477,33 @@ async def test_updates_long_poll(api):
     )
 
 
+def _updates_finished(values: dict[str, float]) -> float:
+    return sum(
+        value
+        for name, value in values.items()
+        if name.startswith('scoreboard_http_request_duration_seconds_count{handler="Updates"')
+    )
+
+
+async def test_a_long_poll_whose_client_left_ends_at_once(api):
+    await api.make_board("left")
+    before = _updates_finished(await api.metric_values())
+    port = int(api.base_url.rsplit(":", 1)[1])
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /api/boards/left/updates?since=0&timeout=30 HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {api.token('p1')}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    assert _updates_finished(await api.metric_values()) == before  # still waiting
+    writer.close()
+    deadline = time.monotonic() + 2
+    while _updates_finished(await api.metric_values()) == before:
+        assert time.monotonic() < deadline, "the long-poll outlived its client"
+        await asyncio.sleep(0.05)
+
+
 # -- metrics --------------------------------------------------------------------------------
 
 

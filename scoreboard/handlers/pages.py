@@ -162,9 +162,9 @@ class PageHandler(tornado.web.RequestHandler):
         super().log_exception(typ, value, tb)
 
     def on_finish(self) -> None:
-        metrics.HTTP_REQUEST_DURATION.labels(
-            type(self).__name__, self.request.method, str(self.get_status())
-        ).observe(self.request.request_time())
+        metrics.observe_request(
+            type(self).__name__, self.request.method, self.get_status(), self.request.request_time()
+        )
 
     # -- shared pieces ---------------------------------------------------------------------
 
@@ -206,9 +206,9 @@ class NotFoundPage(PageHandler):
         send_problem(self, status_code, error.code, error.title, error.detail)
 
     def on_finish(self) -> None:
-        metrics.HTTP_REQUEST_DURATION.labels(
-            "not_found", self.request.method, str(self.get_status())
-        ).observe(self.request.request_time())
+        metrics.observe_request(
+            "not_found", self.request.method, self.get_status(), self.request.request_time()
+        )
 
 
 class IndexPage(PageHandler):
