@@ -540,6 +540,59 @@ async def test_cors_only_for_allowed_origins(make_api):
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
+async def test_every_route_answers_a_preflight_including_path_parameters(make_api):
+    api = await make_api(allowed_origins=("https://quiz.example",))
+    await api.make_board("b1")
+    origin = {"Origin": "https://quiz.example", "Access-Control-Request-Method": "POST"}
+    for template, _ in app_module.ROUTES:
+        if template == "/ws":
+            continue
+        path = template.replace("{board_id}", "b1").replace("{user_id}", "p1")
+        answer = await api.fetch("OPTIONS", path, headers=origin)
+        assert answer.status == 204, (path, answer.status, answer.text[:300])
+        if path.startswith("/api/"):
+            assert answer.headers["Access-Control-Allow-Origin"] == "https://quiz.example"
+            assert "OPTIONS" in answer.headers["Access-Control-Allow-Methods"]
+
+
+async def test_a_method_a_route_lacks_is_405_with_allow(api):
+    await api.make_board("b1")
+    cases = {
+        ("PUT", "/api/boards"): {"GET", "HEAD", "POST", "OPTIONS"},
+        ("POST", "/api/boards/b1/leaderboard"): {"GET", "HEAD", "OPTIONS"},
+        ("GET", "/api/boards/b1/scores"): {"POST", "OPTIONS"},
+        ("DELETE", "/healthz"): {"GET", "HEAD", "OPTIONS"},
+        ("PATCH", "/login"): {"GET", "HEAD", "POST", "OPTIONS"},
+    }
+    for (method, path), allowed in cases.items():
+        body = b"{}" if method in ("PUT", "POST", "PATCH") else None
+        answer = await api.fetch(method, path, body=body, token=api.admin)
+        assert answer.status == 405, (method, path, answer.status)
+        assert set(answer.headers["Allow"].split(", ")) == allowed, (method, path)
+        if path.startswith("/api/"):
+            assert_problem(answer, 405, "bad_request")
+
+
+async def test_head_works_wherever_get_does(api):
+    await api.make_board("b1")
+    await api.post("/api/boards/b1/scores", {"score": 3}, token=api.token("p1"))
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/openapi.json",
+        "/api/boards/b1/leaderboard",
+        "/api/boards/b1/players/p1",
+        "/",
+        "/login",
+    ):
+        get = await api.get(path, token=api.admin)
+        head = await api.fetch("HEAD", path, token=api.admin)
+        assert head.status == get.status == 200, (path, head.status, get.status)
+        assert head.body == b""
+        assert head.headers["Content-Type"] == get.headers["Content-Type"]
+
+
 __all__ = ["HTTPRequest"]
 
 

@@ -162,8 +162,40 @@ authenticated = _rule("authenticated", _require_token)
 admin = _rule("admin", _require_admin)
 
 
+def allowed_methods(handler_class: type[tornado.web.RequestHandler]) -> list[str]:
+    """The methods a handler class implements, for `Allow` and CORS preflights."""
+    base = tornado.web.RequestHandler
+    return [
+        method
+        for method in handler_class.SUPPORTED_METHODS
+        if getattr(handler_class, method.lower()) is not getattr(base, method.lower())
+    ]
+
+
+class RouteMethods(tornado.web.RequestHandler):
+    """What every route answers whatever its methods: HEAD wherever GET works, OPTIONS, and
+    405 with an `Allow` header (SPEC section 3; uptime monitors probe with HEAD)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "get" in cls.__dict__ and "head" not in cls.__dict__:
+            # Same code, same auth rule; Tornado sends the headers of a GET without its body.
+            cls.head = cls.get  # type: ignore[method-assign]
+
+    @public
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        """Preflight: 204; the CORS headers are added by subclasses that allow other origins."""
+        self.set_status(204)
+        self.finish()
+
+    def set_allow_header(self, status_code: int) -> None:
+        """A 405 names what the route does take."""
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(allowed_methods(type(self))))
+
+
 @tornado.web.stream_request_body
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(RouteMethods):
     """JSON API handler: problem+json errors, bearer tokens, a 16 KiB body cap."""
 
     def initialize(self, services: Services) -> None:
@@ -239,10 +271,10 @@ class BaseHandler(tornado.web.RequestHandler):
         return origin if origin is not None and origin.rstrip("/") in allowed else None
 
     @public
-    def options(self, *args: Any) -> None:
+    def options(self, *args: Any, **kwargs: Any) -> None:
         """CORS preflight; only allowed origins get the allow headers."""
         if self._allowed_origin() is not None:
-            self.set_header("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
+            self.set_header("Access-Control-Allow-Methods", ", ".join(allowed_methods(type(self))))
             self.set_header(
                 "Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key"
             )
@@ -255,6 +287,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(orjson.dumps(body))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_allow_header(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ScoreboardError):
             send_problem(

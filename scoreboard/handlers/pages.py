@@ -27,7 +27,7 @@ from ..auth import Identity, Role
 from ..errors import AuthFailed, NotFound, NotReady, ScoreboardError
 from ..formatting import format_score, parse_score_input
 from ..ranking import TOP_N
-from .base import Services, admin, public, reader, send_problem
+from .base import RouteMethods, Services, admin, public, reader, send_problem
 
 TOKEN_COOKIE = "scoreboard_token"
 AROUND_RADIUS = 2  # the rank card shows two players above and two below the viewer
@@ -53,7 +53,7 @@ def login_url(next_path: str, *, expired: bool = False) -> str:
     return "/login" + query + ("&expired=1" if expired else "")
 
 
-class PageHandler(tornado.web.RequestHandler):
+class PageHandler(RouteMethods):
     """HTML pages: the viewer from the token cookie, HTML error pages, strict security headers.
 
     Auth rules use the same decorators as the API (`public`, `reader`, `admin`); a refusal is
@@ -133,6 +133,7 @@ class PageHandler(tornado.web.RequestHandler):
         super().send_error(status_code, **kwargs)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_allow_header(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, NotReady):
             self.set_header("Retry-After", str(NOT_READY_REFRESH_S))
