@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import config
+from . import config, logs
 from .app import build_services, make_app, resolve_jwt_secret
 from .auth import Role, TokenCodec, hash_password
 from .dbfile import NotADatabase
@@ -76,10 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"scoreboard: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level)
     # Alembic narrates every plugin it loads at INFO; its upgrades still show as warnings+.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     try:

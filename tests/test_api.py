@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -66,6 +67,15 @@ async def test_metrics_pass_promtool(api):
 async def test_readyz_is_503_until_boards_are_loaded(unloaded_api):
     body = assert_problem(await unloaded_api.get("/readyz"), 503, "not_ready")
     assert "loading" in body["detail"]
+
+
+async def test_readyz_503_during_start_up_is_not_logged_as_an_error(unloaded_api, caplog):
+    caplog.set_level(logging.INFO)
+    assert (await unloaded_api.get("/readyz")).status == 503
+    assert (await unloaded_api.fetch("HEAD", "/readyz")).status == 503
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+    access = [r for r in caplog.records if r.name == "scoreboard.access"]
+    assert [r.levelname for r in access] == ["INFO", "INFO"]
 
 
 async def test_unknown_path_is_problem_404(api):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,16 +31,17 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..hub import Hub
+from ..logs import redacted_uri
 from ..service import ScoreboardService
 from ..session import Sessions
 from ..store import Store
 
 log = logging.getLogger(__name__)
+app_log = logging.getLogger("tornado.application")
+gen_log = logging.getLogger("tornado.general")
 
 MAX_BODY_BYTES = 16 * 1024  # SPEC section 3: larger bodies are a 413
 PROBLEM_TYPE = "https://scoreboard.dev/problems/"
-# Tokens may arrive in the query string (WebSocket last resort); they never reach a log line.
-_SECRET_QUERY = re.compile(r"(access_token=)[^&]*")
 # Codes for statuses Tornado itself raises (unknown route, wrong method, bad request line).
 _CODE_BY_STATUS = {
     400: "bad_request",
@@ -114,9 +114,27 @@ def send_problem(
     handler.finish(orjson.dumps(problem))
 
 
-def redacted_uri(uri: str) -> str:
-    """The URI as logs may show it: the query's access_token replaced."""
-    return _SECRET_QUERY.sub(r"\1[redacted]", uri)
+def log_request_exception(
+    handler: tornado.web.RequestHandler, typ: Any, value: Any, tb: Any
+) -> None:
+    """Tornado's `log_exception` without the raw URI and `repr(request)`: tokens may arrive
+    in the query string (WebSocket last resort), so only the redacted URI is named."""
+    request = handler.request
+    summary = f"{request.method} {redacted_uri(request.uri or '')} ({request.remote_ip})"
+    if isinstance(value, tornado.web.HTTPError):
+        if value.log_message:
+            gen_log.warning("%d %s: %s", value.status_code, summary, value.get_message())
+    else:
+        app_log.error("Uncaught exception %s", summary, exc_info=(typ, value, tb))
+
+
+def is_expected_refusal(value: Any) -> bool:
+    """A ScoreboardError that is an answer, not a fault: any but a 5xx other than 503.
+
+    Client mistakes (4xx) and "not ready / overloaded" (503) are states the client is told
+    about; logging them with a traceback at ERROR would bury real faults.
+    """
+    return isinstance(value, ScoreboardError) and (value.status < 500 or value.status == 503)
 
 
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any] | None])
@@ -187,6 +205,11 @@ class RouteMethods(tornado.web.RequestHandler):
         """Preflight: 204; the CORS headers are added by subclasses that allow other origins."""
         self.set_status(204)
         self.finish()
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if is_expected_refusal(value):
+            return
+        log_request_exception(self, typ, value, tb)
 
     def set_allow_header(self, status_code: int) -> None:
         """A 405 names what the route does take."""
@@ -304,12 +327,6 @@ class BaseHandler(RouteMethods):
         if isinstance(exc, ScoreboardError):
             status_code = exc.status
         super().send_error(status_code, **kwargs)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # Client errors are answers, not faults: keep them out of the error log.
-        if isinstance(value, ScoreboardError) and value.status < 500:
-            return
-        super().log_exception(typ, value, tb)
 
     def on_finish(self) -> None:
         metrics.observe_request(

@@ -156,12 +156,6 @@ class PageHandler(RouteMethods):
             503: "Starting up",
         }.get(status, "Something went wrong")
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # A refused page (log-in needed, 404) is an answer, not a fault of the server.
-        if isinstance(value, ScoreboardError) and value.status < 500:
-            return
-        super().log_exception(typ, value, tb)
-
     def on_finish(self) -> None:
         metrics.observe_request(
             type(self).__name__, self.request.method, self.get_status(), self.request.request_time()
