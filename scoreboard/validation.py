@@ -44,6 +44,9 @@ def identifier(value: Any, field: str) -> str:
         raise ValidationFailed(
             f"{field} must be 1-64 characters of A-Z a-z 0-9 _ . -, got {value!r}"
         )
+    if value in (".", ".."):
+        # A URL path segment of "." or ".." is resolved away by browsers: unreachable.
+        raise ValidationFailed(f"{field} must not be . or .., got {value!r}")
     return value
 
 

@@ -550,6 +550,15 @@ async def test_cors_only_for_allowed_origins(make_api):
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
+async def test_board_ids_dot_and_dot_dot_are_refused(api):
+    for bad in (".", ".."):
+        answer = await api.post("/api/boards", {"id": bad, "title": "x"}, token=api.admin)
+        assert_problem(answer, 422, "validation_failed")
+    assert (
+        await api.post("/api/boards", {"id": "v1.2", "title": "x"}, token=api.admin)
+    ).status == 201
+
+
 async def test_every_route_answers_a_preflight_including_path_parameters(make_api):
     api = await make_api(allowed_origins=("https://quiz.example",))
     await api.make_board("b1")

@@ -537,6 +537,9 @@ async def test_subscription_limits_and_bad_frames_keep_the_connection(live):
         assert (await read_type(conn, "error"))["data"]["code"] == "bad_request"
     await send(conn, "submit_score", board="b1", score=1)  # no request_id
     assert (await read_type(conn, "error"))["data"]["code"] == "bad_request"
+    await conn.write_message('{"type": "subscribe"}')  # no data at all
+    error = (await read_type(conn, "error"))["data"]
+    assert error["code"] == "bad_request" and "no board" not in error["message"]
     await send(conn, "ping", t=1)
     assert (await read_type(conn, "pong"))["data"]["t"] == 1
     stats = await api.get("/api/admin/stats", token=api.admin)
@@ -643,6 +646,18 @@ async def test_oversize_message_closes_1009(live):
     await until_closed(conn)
     assert conn.close_code == 1009
     await close_all(api)
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_1007(live):
+    api = await live()
+    raw = await RawClient.connect(api, api.token("alice"))
+    payload = b'{"type": "ping", "data": {"t": "\xff\xfe"}}'
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    await raw.loop.sock_sendall(raw.sock, bytes((0x81, 0x80 | len(payload))) + mask + masked)
+    assert close_code(await raw.read_all(timeout=5)) == 1007
+    raw.close()
+    await eventually(lambda: api.services.hub.connection_count == 0)
 
 
 async def test_message_rate_limit_then_policy_close(live):
