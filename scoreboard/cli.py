@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import faulthandler
 import getpass
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
 from collections.abc import Sequence
 
-from . import config, logs
+from tornado.netutil import bind_sockets
+
+from . import __version__, config, logs
 from .app import build_services, make_app, resolve_jwt_secret
 from .auth import Role, TokenCodec, hash_password
 from .dbfile import NotADatabase
 from .errors import ScoreboardError, ValidationFailed
 from .formatting import DEFAULT_SCORE_FORMAT, parse_score_format
 from .handlers.base import Services
+from .http_server import ScoreboardHTTPServer
 from .store import BoardConfig, Store, UserRow
 
 log = logging.getLogger("scoreboard")
@@ -34,9 +39,12 @@ SHUTDOWN_GRACE_S = 10.0  # in-flight submissions get this long to commit and be 
 def build_parser() -> argparse.ArgumentParser:
     # No fixed prog: usage lines name what was run, `run.py` or the installed `scoreboard`.
     parser = argparse.ArgumentParser(description="Scoreboard leaderboard server")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     config.add_flags(parser)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("migrate", help="upgrade the database to the newest schema and exit")
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the database to the newest schema and exit"
+    )
 
     token = commands.add_parser("token", help="print a signed token")
     token.add_argument("sub")
@@ -66,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="how scores are shown: integer (default), decimal:1 to decimal:6, duration_ms",
     )
+    # `run.py token alice --database-url …`: the server flags work after a subcommand too.
+    for leaf in (migrate, token, create_user, create_board):
+        config.add_flags(leaf, after_subcommand=True)
     return parser
 
 
@@ -76,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"scoreboard: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_file if args.command is None else None)
     # Alembic narrates every plugin it loads at INFO; its upgrades still show as warnings+.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     try:
@@ -183,6 +194,10 @@ def _create_board(settings: config.Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class StartupFailed(Exception):
+    """The server cannot start; the message is the one line the operator sees."""
+
+
 def serve(settings: config.Settings) -> int:
     if settings.redis_url is not None or settings.processes > 1:
         print(
@@ -194,8 +209,17 @@ def serve(settings: config.Settings) -> int:
     # kernel kills the process with SIGBUS. That cannot be caught, but it can be told: the
     # fault handler writes which signal it was and every thread's stack to standard error.
     faulthandler.enable()
-    services = build_services(settings)
-    asyncio.run(_serve(services))
+    # Until the loop's own handler is installed, a SIGHUP (log rotation) must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        context = _ssl_context(settings)
+        services = _open_services(settings)
+        sockets = _bind(settings)
+    except StartupFailed as exc:
+        log.debug("start-up failed", exc_info=True)
+        print(f"scoreboard: {exc}", file=sys.stderr)
+        return 1
+    asyncio.run(_serve(services, sockets, context))
     return 0
 
 
@@ -203,27 +227,76 @@ def _ssl_context(settings: config.Settings) -> ssl.SSLContext | None:
     if settings.certfile is None or settings.keyfile is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(settings.certfile, settings.keyfile)
+    try:
+        context.load_cert_chain(settings.certfile, settings.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupFailed(
+            f"cannot load the TLS certificate {settings.certfile!r} with key "
+            f"{settings.keyfile!r}: {reason}"
+        ) from None
     return context
 
 
-async def _serve(services: Services) -> None:
+def _open_services(settings: config.Settings) -> Services:
+    """Open and migrate the database; its failures become one line naming the database."""
+    import sqlalchemy.exc
+    from alembic.util.exc import CommandError
+
+    where = _safe_url(settings.database_url)
+    try:
+        return build_services(settings)
+    except sqlalchemy.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise StartupFailed(f"cannot open the database {where}: {reason}") from None
+    except CommandError as exc:
+        # An unknown revision: the schema was made by a newer version of the code.
+        raise StartupFailed(
+            f"cannot use the database {where}: {exc} (is it from a newer Scoreboard?)"
+        ) from None
+    except OSError as exc:  # e.g. a public key file that cannot be read
+        raise StartupFailed(f"cannot start: {exc.strerror}: {exc.filename!r}") from None
+
+
+def _safe_url(url: str) -> str:
+    """The database URL as a log line may show it: no password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the configured database"
+
+
+def _bind(settings: config.Settings) -> list[socket.socket]:
+    try:
+        return bind_sockets(settings.port, settings.host)
+    except OSError as exc:
+        reason = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupFailed(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
+
+
+async def _serve(
+    services: Services, sockets: list[socket.socket], context: ssl.SSLContext | None
+) -> None:
     settings = services.settings
     loop = asyncio.get_running_loop()
     services.store.start(loop)
     services.hub.start()
-    app = make_app(services)
-    server = app.listen(
-        settings.port,
-        settings.host,
+    server = ScoreboardHTTPServer(
+        make_app(services),
+        request_head_timeout=settings.request_head_timeout,
+        idle_timeout=settings.idle_timeout,
         max_body_size=MAX_REQUEST_BYTES,
-        ssl_options=_ssl_context(settings),
+        ssl_options=context,
     )
-    scheme = "https" if settings.certfile else "http"
+    server.add_sockets(sockets)
+    scheme = "https" if context is not None else "http"
     log.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, logs.reopen)
     loading = asyncio.create_task(services.service.load())
     await stop.wait()
     log.info("shutting down: no new connections; finishing in-flight submissions")

@@ -41,6 +41,10 @@ app_log = logging.getLogger("tornado.application")
 gen_log = logging.getLogger("tornado.general")
 
 MAX_BODY_BYTES = 16 * 1024  # SPEC section 3: larger bodies are a 413
+# A chunked body past MAX_BODY_BYTES is read to its end and dropped, so that its sender can
+# read the 413 (answering mid-upload resets the connection under the sender). Beyond this
+# much, the connection is dropped instead; --idle-timeout bounds how long a drain may stall.
+MAX_DRAIN_BYTES = 64 * 1024 * 1024
 PROBLEM_TYPE = "https://scoreboard.dev/problems/"
 # Codes for statuses Tornado itself raises (unknown route, wrong method, bad request line).
 _CODE_BY_STATUS = {
@@ -236,6 +240,9 @@ class BaseHandler(RouteMethods):
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise TooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes, got {declared}")
+        if self.request.method in ("POST", "PUT", "PATCH"):
+            # The server-wide cap (cli.MAX_REQUEST_BYTES) would answer a bare 400 at 1 MiB.
+            self.request.connection.set_max_body_size(MAX_DRAIN_BYTES)  # type: ignore[union-attr]
 
     def data_received(self, chunk: bytes) -> None:
         # Keep reading (so the answer can be sent on a healthy connection) but stop storing.
