@@ -35,7 +35,10 @@ The private uses:
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,6 +47,7 @@ from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
+_INT_BUFFER = bytes(4)  # ioctl's answer buffer for SIOCOUTQ (TIOCOUTQ is the same request)
 CLOSE_INVALID_PAYLOAD = 1007  # RFC 6455: a text frame that is not UTF-8
 
 # Shared by every upgraded connection in place of its own (used) argument containers; nothing
@@ -152,6 +156,17 @@ class LeanWebSocketHandler(tornado.websocket.WebSocketHandler):
         """A counter that grows whenever queued bytes reach the kernel (progress)."""
         stream = self._stream
         return stream._total_write_done_index if stream is not None else 0  # private use 1
+
+    def kernel_unsent_bytes(self) -> int:
+        """Bytes the kernel holds unsent or unacknowledged for this socket (Linux SIOCOUTQ)."""
+        stream = self._stream
+        if stream is None or stream.closed():
+            return 0
+        try:
+            raw = fcntl.ioctl(stream.socket.fileno(), termios.TIOCOUTQ, _INT_BUFFER)
+        except OSError:
+            return 0
+        return struct.unpack("i", raw)[0]
 
     def abort(self) -> None:
         """Drop the TCP connection at once (the peer is gone or hostile)."""
