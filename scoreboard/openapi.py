@@ -23,6 +23,10 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _INT = {"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1}
+# What validation.identifier and validation.text accept (schemathesis checks both ways).
+_ID = {"type": "string", "pattern": r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,64}$"}
+_TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
+_MAX_SAFE = 2**53 - 1
 _BOARD_ID = {"name": "board_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _SCORE_FORMAT = {
@@ -83,8 +87,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "title"],
         "additionalProperties": False,
         "properties": {
-            "id": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
-            "title": {"type": "string", "maxLength": 200},
+            "id": _ID,
+            "title": _TITLE,
             "order": {"enum": ["desc", "asc"]},
             "operator": {"enum": ["best", "set", "incr"]},
             "min_score": {"oneOf": [_INT, {"type": "null"}]},
@@ -100,7 +104,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "title": {"type": "string", "maxLength": 200},
+            "title": _TITLE,
             "min_score": {"oneOf": [_INT, {"type": "null"}]},
             "max_score": {"oneOf": [_INT, {"type": "null"}]},
             "player_submissions": {"type": "boolean"},
@@ -115,8 +119,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "score": _INT,
             "subscore": _INT,
-            "user_id": {"type": "string"},
-            "metadata": {"type": "object", "description": "at most 1 KiB serialized"},
+            "user_id": _ID,
+            "metadata": {"type": ["object", "null"], "description": "at most 1 KiB serialized"},
         },
     },
     "Result": {
@@ -132,14 +136,25 @@ SCHEMAS: dict[str, Any] = {
             "seq": {"type": "integer"},
         },
     },
+    "Login": {
+        "type": "object",
+        "required": ["username", "password"],
+        "additionalProperties": False,
+        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+    },
     "Credentials": {
         "type": "object",
         "required": ["username", "password"],
         "additionalProperties": False,
         "properties": {
-            "username": {"type": "string"},
+            "username": _ID,
             "password": {"type": "string", "minLength": 8},
-            "display_name": {"type": "string", "maxLength": 64},
+            "display_name": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": r"\S",
+            },
         },
     },
     "TokenAnswer": {
@@ -194,9 +209,7 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/api/auth/login": {
-        "post": _op(
-            "Log in", {"200": _json(_ref("TokenAnswer"))}, body="Credentials", secured=False
-        )
+        "post": _op("Log in", {"200": _json(_ref("TokenAnswer"))}, body="Login", secured=False)
     },
     "/api/me": {"get": _op("The caller and their ranks", {"200": _json({"type": "object"})})},
     "/api/boards": {
@@ -243,7 +256,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     }
                 )
             },
-            params=[_BOARD_ID, _query("limit", 1, 1000, 10), _query("offset", 0, None, 0)],
+            params=[_BOARD_ID, _query("limit", 1, 1000, 10), _query("offset", 0, _MAX_SAFE, 0)],
         )
     },
     "/api/boards/{board_id}/players/{user_id}": {
@@ -287,7 +300,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Long-poll: answers when seq passes `since`, or after `timeout` seconds",
             {"200": _json(_ref("BoardView"))},
-            params=[_BOARD_ID, _query("since", 0, None, 0), _query("timeout", 0, 60, 25)],
+            params=[_BOARD_ID, _query("since", 0, _MAX_SAFE, 0), _query("timeout", 0, 60, 25)],
         )
     },
     "/api/admin/stats": {
