@@ -280,6 +280,20 @@ async def test_rejected_handshakes_answer_problem_json_and_do_not_count_as_conne
     await close_all(api, first)
 
 
+async def test_handshakes_before_the_boards_are_loaded_are_503_not_ready(live):
+    api = await live(load=False)
+    with pytest.raises(HTTPClientError) as refused:
+        await connect(api, api.token("early"), query="board=b")
+    assert refused.value.code == 503
+    body = json.loads(refused.value.response.body)
+    assert body["code"] == "not_ready"
+    assert refused.value.response.headers["Retry-After"] == "1"
+    await api.services.service.load()
+    conn = await connect(api, api.token("early"))
+    await read_type(conn, "connection_status")
+    await close_all(api, conn)
+
+
 async def test_process_connection_limit_is_503(live):
     api = await live(max_connections=2)
     conns = [await connect(api, api.token(f"u{i}")) for i in range(2)]

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from .. import metrics
 from ..auth import Identity
-from ..errors import AuthFailed, Forbidden, ScoreboardError
+from ..errors import AuthFailed, Forbidden, NotReady, ScoreboardError
 from ..hub import Hub
 from ..session import MAX_MESSAGE_BYTES, Session
 from .base import Services, bearer_token, log_request_exception, send_problem
@@ -61,6 +61,10 @@ class LiveSocket(LeanWebSocketHandler):
             self._reject(exc, "auth")
             return
         refusal = self.hub.admission(identity)
+        if refusal is None and not self.services.service.ready:
+            # Right after a restart every client reconnects at once: until the boards are
+            # loaded a subscription could only say "no board"; 503 with Retry-After instead.
+            refusal = NotReady("the leaderboards are still loading", retry_after=1.0)
         if refusal is not None:
             self._reject(refusal, "limit")
             return
