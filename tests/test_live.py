@@ -774,6 +774,7 @@ async def test_a_reader_that_stops_is_closed_though_the_kernel_holds_its_backlog
     key = 'scoreboard_ws_connections_closed_total{reason="slow_consumer"}'
     assert delta(before, after, key) == 1
     assert waited < 1.5 + 3  # the timeout, plus sweeps
+    print(f"stopped reader closed 1013 {waited:.2f} s after the last post (timeout 1.5 s)")
     frames = await stopped.read_all(timeout=10)  # once it reads: its frames, then 1013
     assert close_code(frames) == 1013
     stopped.close()

@@ -77,4 +77,6 @@ def test_the_api_matches_its_openapi_document(tmp_path, credentials):
         assert server.stop() == 0
     report = run.stdout[-8000:]
     assert run.returncode == 0, report
+    summary = [line.strip() for line in run.stdout.splitlines() if "generated" in line]
+    print(f"schemathesis, {credentials}: {summary}")
     assert "Traceback" not in (tmp_path / "server.log").read_text()
