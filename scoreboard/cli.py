@@ -212,9 +212,10 @@ def serve(settings: config.Settings) -> int:
     # Until the loop's own handler is installed, a SIGHUP (log rotation) must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
+        # Cheap checks first: a server that cannot listen must not create or migrate a database.
         context = _ssl_context(settings)
-        services = _open_services(settings)
         sockets = _bind(settings)
+        services = _open_services(settings)
     except StartupFailed as exc:
         log.debug("start-up failed", exc_info=True)
         print(f"scoreboard: {exc}", file=sys.stderr)
