@@ -55,12 +55,17 @@ def message(kind: str, data: dict[str, Any]) -> bytes:
 # -- board state -----------------------------------------------------------------------------
 
 
+def top_10(ranks: Leaderboard) -> list[dict[str, Any]]:
+    """The `top_10` of every state message: the first TOP_N entries."""
+    return [e.to_json() for e in ranks.top(TOP_N)]
+
+
 def board_view(board_id: str, ranks: Leaderboard, you: Entry | None) -> dict[str, Any]:
     """`{board, seq, top_10, you}`: the state a snapshot (and a long-poll answer) carries."""
     return {
         "board": board_id,
         "seq": ranks.seq,
-        "top_10": [e.to_json() for e in ranks.top(TOP_N)],
+        "top_10": top_10(ranks),
         "you": you.to_json() if you is not None else None,
     }
 
@@ -88,7 +93,7 @@ def score_update(board_id: str, ranks: Leaderboard, updated_user: dict[str, Any]
         {
             "board": board_id,
             "seq": ranks.seq,
-            "top_10": [e.to_json() for e in ranks.top(TOP_N)],
+            "top_10": top_10(ranks),
             "updated_user": updated_user,
         },
     )
