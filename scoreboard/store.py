@@ -35,6 +35,7 @@ from . import errors, ranking
 from .dbfile import SqliteFile, check_header
 from .formatting import DEFAULT_SCORE_FORMAT
 from .resources import migrations_dir
+from .schemas import BOARD_SETTINGS, BoardConfig, board_settings
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -197,22 +198,6 @@ server_settings = sa.Table(
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class BoardConfig:
-    """A board's settings as stored (SPEC section 3 Board, without the live figures)."""
-
-    id: str
-    title: str
-    order: str
-    operator: str
-    min_score: int | None
-    max_score: int | None
-    player_submissions: bool
-    reset_schedule: str
-    created_at: float
-    score_format: str = DEFAULT_SCORE_FORMAT  # see scoreboard.formatting
 
 
 @dataclass(slots=True)
@@ -1028,16 +1013,7 @@ def _user_error(user: UserRow, exc: Exception) -> BaseException:
 
 def _board_settings(config: BoardConfig) -> dict[str, Any]:
     """The columns of a board that its settings decide (not its id, seq or creation time)."""
-    return {
-        "title": config.title,
-        "order": config.order,
-        "operator": config.operator,
-        "min_score": config.min_score,
-        "max_score": config.max_score,
-        "player_submissions": config.player_submissions,
-        "reset_schedule": config.reset_schedule,
-        "score_format": config.score_format,
-    }
+    return {name: value for name, value in board_settings(config).items() if name != "id"}
 
 
 def _board_error(board_id: str, exc: Exception) -> BaseException:
@@ -1082,15 +1058,7 @@ def _plain_rows(conn: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]
 
 
 def _board_config(row: sa.Row[Any]) -> BoardConfig:
+    columns = row._mapping
     return BoardConfig(
-        id=row.id,
-        title=row.title,
-        order=row.order,
-        operator=row.operator,
-        min_score=row.min_score,
-        max_score=row.max_score,
-        player_submissions=bool(row.player_submissions),
-        reset_schedule=row.reset_schedule,
-        created_at=row.created_at,
-        score_format=row.score_format,
+        **{name: columns[name] for name in BOARD_SETTINGS}, created_at=columns["created_at"]
     )

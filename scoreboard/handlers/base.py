@@ -206,6 +206,10 @@ class BaseHandler(tornado.web.RequestHandler):
             raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
         return body
 
+    def query_argument(self, name: str) -> str | None:
+        """The query parameter `name`, or None when absent (for schemas.Query.parse)."""
+        return self.get_query_argument(name, None)
+
     # -- identity --------------------------------------------------------------------------
 
     @property
