@@ -24,7 +24,8 @@ from .errors import ScoreboardError, ValidationFailed
 from .formatting import SCORE_FORMATS, parse_score_format
 from .handlers.base import Services
 from .schemas import BOARD_SETTINGS, MIN_PASSWORD_LENGTH, is_identifier, new_board
-from .store import Store, UserRow
+from .store import Store
+from .tables import UserRow
 
 log = logging.getLogger("scoreboard")
 

@@ -41,7 +41,8 @@ from .errors import (
 from .limits import KeyedLimiter
 from .ranking import Leaderboard, Operator, Order, Outcome
 from .schemas import BoardConfig
-from .store import UNAVAILABLE_RETRY_AFTER_S, LoadedBoard, ScoreWrite, Store
+from .store import UNAVAILABLE_RETRY_AFTER_S, Store
+from .tables import LoadedBoard, ScoreWrite
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from scoreboard.schemas import (
     SCORE_POST,
     BoardConfig,
 )
-from scoreboard.store import boards as boards_table
+from scoreboard.tables import boards as boards_table
 from scoreboard.validation import MAX_SAFE_INTEGER, shown
 
 BOARD = {"id": "b", "title": "Board"}

@@ -19,15 +19,8 @@ from alembic.migration import MigrationContext
 from scoreboard import errors, ranking
 from scoreboard import store as store_module
 from scoreboard.schemas import BoardConfig, new_board
-from scoreboard.store import (
-    LoadedBoard,
-    ScoreWrite,
-    Store,
-    StoredAnswer,
-    UserRow,
-    make_engine,
-    metadata,
-)
+from scoreboard.store import Store, make_engine
+from scoreboard.tables import LoadedBoard, ScoreWrite, StoredAnswer, UserRow, metadata
 
 T = TypeVar("T")
 

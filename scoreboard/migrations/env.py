@@ -13,7 +13,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from scoreboard.store import make_engine, metadata
+from scoreboard.store import make_engine
+from scoreboard.tables import metadata
 
 config = context.config
 target_metadata = metadata
