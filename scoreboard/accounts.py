@@ -25,7 +25,8 @@ from .auth import (
 from .config import Settings
 from .errors import AuthFailed, Forbidden, RateLimited
 from .limits import KeyedLimiter
-from .store import Store, UserRow
+from .store import Store
+from .tables import UserRow
 
 log = logging.getLogger(__name__)
 

@@ -145,7 +145,7 @@ class Session:
         kind = body.get("type") if isinstance(body, dict) else None
         handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         data = body.get("data", {}) if isinstance(body, dict) else None
-        if handler is None or not isinstance(data, dict):
+        if handler is None or not isinstance(kind, str) or not isinstance(data, dict):
             metrics.WS_RECEIVED_BY_TYPE["invalid"].inc()
             request_id = data.get("request_id") if isinstance(data, dict) else None
             hub.send_error(

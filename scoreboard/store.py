@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=errors.ScoreboardError)
 
 #: SPEC section 3 keeps idempotency answers at least 24 h; prune_answers never cuts younger.
 ANSWER_RETENTION_SECONDS = 24 * 3600
@@ -117,7 +118,7 @@ def _integrity_kind(exc: BaseException) -> str:
     return "other"
 
 
-def _chained(error: errors.ScoreboardError, cause: BaseException) -> errors.ScoreboardError:
+def _chained(error: E, cause: BaseException) -> E:
     error.__cause__ = cause
     return error
 
@@ -331,7 +332,7 @@ class Store:
             reason = self._failure = f"the database does not answer: {str(orig).splitlines()[0]}"
         else:
             return None
-        return _chained(errors.NotReady(reason, retry_after=UNAVAILABLE_RETRY_AFTER_S), exc)  # type: ignore[return-value]
+        return _chained(errors.NotReady(reason, retry_after=UNAVAILABLE_RETRY_AFTER_S), exc)
 
     def _check_file(self) -> None:
         """Raise DatabaseUnavailable when the path no longer leads to our writable file."""
@@ -485,9 +486,8 @@ class Store:
                     .where(sa.or_(u.username_key == username_key(username), u.id == username))
                     .limit(2)
                 ).all()
-            exact = [row for row in rows if row.id == username]
-            row = (exact or rows or [None])[0]
-            return None if row is None else UserRow(*row)
+            chosen = [row for row in rows if row.id == username] or rows
+            return UserRow(*chosen[0]) if chosen else None
 
         return await self._read(read)
 
@@ -759,7 +759,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _plain_rows(conn: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+def _plain_rows(conn: Connection, query: sa.Select[Any]) -> Sequence[tuple[Any, ...]]:
     """The rows of `query` as the driver's plain tuples, skipping SQLAlchemy's Row objects.
 
     For 1M rows that saves about a third of a second; these columns need no result

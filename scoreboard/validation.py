@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import fastjsonschema  # type: ignore[import-untyped]  # the package ships no type information
+import fastjsonschema
 import orjson
 
 from .errors import ValidationFailed
@@ -47,12 +47,19 @@ def rule(schema: Schema) -> str:
         return str(schema["description"])
     if "enum" in schema:
         return "one of " + ", ".join(str(option) for option in schema["enum"])
-    types = schema.get("type")
-    kinds = types if isinstance(types, list) else [types]
+    kinds = _kinds(schema)
     words = [_kind_rule(kind, schema) for kind in kinds if kind != "null"]
     if "null" in kinds:
         words.append("null")
     return " or ".join(words)
+
+
+def _kinds(schema: Schema) -> list[str]:
+    """The JSON types a schema names (`type` may be one name or a list)."""
+    types = schema.get("type")
+    if isinstance(types, list):
+        return [str(kind) for kind in types]
+    return [types] if isinstance(types, str) else []
 
 
 def _kind_rule(kind: str, schema: Schema) -> str:
@@ -82,7 +89,7 @@ def _detail(exc: fastjsonschema.JsonSchemaValueException, what: str) -> str:
     if exc.rule == "required":
         missing = sorted(set(definition["required"]) - set(exc.value))
         return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required"
-    field = exc.name.removeprefix("data").removeprefix(".") or what
+    field = (exc.name or "").removeprefix("data").removeprefix(".") or what
     return f"{field} must be {rule(definition)}, got {_shown_as(definition, exc.value)}"
 
 
@@ -126,9 +133,7 @@ class Body:
 
 def _after_check(spec: Schema) -> Callable[[str, Any], Any] | None:
     """What a field needs once the schema passed it: normalising, or a size limit."""
-    types = spec.get("type")
-    kinds = types if isinstance(types, list) else [types]
-    if "integer" in kinds:
+    if "integer" in _kinds(spec):
         return _whole
     if spec.get("x-strip"):
         return _strip

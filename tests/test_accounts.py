@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scoreboard import auth
-from scoreboard.store import UserRow
+from scoreboard.tables import UserRow
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from tornado.http1connection import HTTP1Connection
 
 from .. import schemas
 from .base import BaseHandler, admin, authenticated, public, reader
@@ -112,8 +113,10 @@ class Updates(BaseHandler):
         answer = await self.service.wait_for_update(
             board_id, since=query["since"], timeout=query["timeout"], identity=self.identity
         )
-        if not self.request.connection.stream.closed():  # type: ignore[union-attr]
-            self.write_json(answer)
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection) and connection.stream.closed():
+            return  # the client left while it waited: nobody to answer
+        self.write_json(answer)
 
 
 class AdminStats(BaseHandler):

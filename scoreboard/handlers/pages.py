@@ -422,7 +422,7 @@ def board_view(services: Services, board_id: str, identity: Identity | None) -> 
     board = state.to_json()
     ranks = state.ranks
     you = ranks.entry(identity.sub) if identity is not None else None
-    around = ranks.around(identity.sub, AROUND_RADIUS) if you is not None else []
+    around = ranks.around(you.user_id, AROUND_RADIUS) if you is not None else []
     may_submit = identity is not None and (
         identity.role is not Role.PLAYER or board["player_submissions"]
     )

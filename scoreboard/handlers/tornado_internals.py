@@ -60,6 +60,8 @@ class LeanWebSocketHandler(tornado.websocket.WebSocketHandler):
         protocol = self.ws_connection
         assert protocol is not None
         stream = protocol.stream
+        if stream is None:
+            raise RuntimeError("attach_stream() is for an upgraded connection")
         self._stream = stream
         # The fast path writes to the socket itself; TLS streams always go through Tornado.
         self._socket = None if isinstance(stream, SSLIOStream) else stream.socket
