@@ -1,4 +1,4 @@
-"""Every wire shape of the WebSocket protocol (SPEC section 5), built in one place.
+"""Every wire shape of the WebSocket protocol (docs/protocol.md), built in one place.
 
 Each server message has one builder here that returns the whole framed bytes (an unmasked,
 unfragmented, uncompressed text frame holding the JSON envelope `{"type", "data"}`), so a
@@ -24,7 +24,7 @@ PING_FRAME = b"\x89\x00"  # an unmasked protocol ping with no payload
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes of SPEC section 5."""
+    """WebSocket close codes (docs/protocol.md#close-codes)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001

@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the process, defined once (SPEC section 8).
+"""Every Prometheus metric of the process, defined once (docs/operations.md#metrics).
 
 Module-level constants on the default registry, which also carries the process collector's
 `process_resident_memory_bytes`. Label values come from fixed sets: handler class names,
@@ -26,7 +26,7 @@ SUBMISSION_RESULTS = ("accepted", "unchanged", "rejected", "rate_limited")
 
 ERRORS = Counter(
     "scoreboard_errors",
-    "Errors answered to clients (problem+json or error frames), by SPEC section 6 code.",
+    "Errors answered to clients (problem+json or error frames), by error code.",
     ["code"],
 )
 

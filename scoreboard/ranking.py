@@ -4,9 +4,9 @@ This module owns the in-memory standings of one board: a dict user_id -> Record 
 `SortedList` of plain tuple keys, one per player, in rank order. It does no I/O and imports
 neither tornado nor sqlalchemy: the service persists what `submit` returns and publishes it.
 
-Ordering (SPEC section 4): the board's order on (score, subscore) as one pair, then the player
-who reached that pair first (lower `reached_seq`), then the smaller `user_id`. Ranks are
-ordinal and 1-based.
+Ordering (docs/rules.md#order-and-ties): the board's order on (score, subscore) as one pair,
+then the player who reached that pair first (lower `reached_seq`), then the smaller `user_id`.
+Ranks are ordinal and 1-based.
 
 Records are values: the board never mutates a Record it stores, it replaces it. So a Record
 handed out (in an Outcome, or by `record()`) keeps describing that moment even after later
@@ -27,7 +27,7 @@ from sortedcontainers import SortedList
 from .errors import ValidationFailed
 from .validation import MAX_SAFE_INTEGER
 
-#: Ranks that make up "the top" whose changes are pushed to every subscriber (SPEC section 5).
+#: Ranks that make up "the top" whose changes are pushed to every subscriber (docs/protocol.md).
 TOP_N = 10
 
 
@@ -77,7 +77,7 @@ class Entry:
     updated_at: float
 
     def to_json(self) -> dict[str, object]:
-        """The SPEC section 3 Entry object."""
+        """The Entry object of the API and the protocol (docs/api.md)."""
         return {
             "rank": self.rank,
             "user_id": self.user_id,

@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 E = TypeVar("E", bound=errors.ScoreboardError)
 
-#: SPEC section 3 keeps idempotency answers at least 24 h; prune_answers never cuts younger.
+#: Idempotency answers are kept at least 24 h (docs/api.md#idempotency); prune_answers never
+#: cuts younger.
 ANSWER_RETENTION_SECONDS = 24 * 3600
 #: Writes waiting for the writer before write calls are refused with errors.Overloaded: at a
 #: few thousand commits per second this is several seconds of backlog, past which waiting
@@ -421,8 +422,8 @@ class Store:
     def prune_answers(self, older_than: float) -> int:
         """Forget idempotency keys of submissions made before unix time `older_than`.
 
-        Keys younger than ANSWER_RETENTION_SECONDS are kept whatever `older_than` says (SPEC
-        section 3). The log rows themselves stay. Returns the number of rows pruned.
+        Keys younger than ANSWER_RETENTION_SECONDS are kept whatever `older_than` says
+        (docs/api.md#idempotency). The log rows themselves stay. Returns the number of rows pruned.
         """
         cutoff = min(older_than, time.time() - ANSWER_RETENTION_SECONDS)
         s = submissions.c

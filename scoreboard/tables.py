@@ -18,7 +18,7 @@ from .schemas import BOARD_SETTINGS, BoardConfig, board_settings
 
 #: User and board ids follow auth.SUB_RE / schemas.ID_PATTERN: at most 64 characters.
 ID_MAX_LENGTH = 64
-#: SPEC section 3: an Idempotency-Key is 1-255 characters.
+#: An Idempotency-Key is 1-255 characters (docs/api.md#idempotency).
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 #: The longest score_format ("duration_ms" is 11 characters), with room for new ones.
 SCORE_FORMAT_MAX_LENGTH = 16

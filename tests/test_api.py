@@ -1,4 +1,4 @@
-"""The HTTP API of SPEC section 3, through a real server on a free port (pytest-tornado)."""
+"""The HTTP API (docs/api.md), through a real server on a free port (pytest-tornado)."""
 
 from __future__ import annotations
 
@@ -598,7 +598,7 @@ async def test_board_score_format_is_created_and_read_back(api, score_format):
     created = await api.make_board("fmt", score_format=score_format)
     assert created["score_format"] == score_format
     keys = list(created)
-    assert keys.index("score_format") == keys.index("reset_schedule") + 1  # SPEC's order
+    assert keys.index("score_format") == keys.index("reset_schedule") + 1  # the documented order
     got = await api.get("/api/boards/fmt", token=api.token("p1"))
     assert got.status == 200 and got.json["score_format"] == score_format
     listed = await api.get("/api/boards", token=api.token("p1"))

@@ -1,4 +1,4 @@
-"""Live delivery end to end (SPEC section 5): a real server, real WebSocket clients.
+"""Live delivery end to end (docs/protocol.md): a real server, real WebSocket clients.
 
 Timers are shrunk through settings. Clients are Tornado's `websocket_connect`, plus a raw
 socket client that completes the handshake by hand where a test needs a peer that misbehaves

@@ -38,7 +38,7 @@ from ..store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 16 * 1024  # SPEC section 3: larger bodies are a 413
+MAX_BODY_BYTES = 16 * 1024  # larger bodies are a 413 (docs/api.md#conventions)
 PROBLEM_TYPE = "https://scoreboard.dev/problems/"
 # Tokens may arrive in the query string (WebSocket last resort); they never reach a log line.
 _SECRET_QUERY = re.compile(r"(access_token=)[^&]*")
@@ -94,7 +94,7 @@ def send_problem(
     *,
     retry_after: float | None = None,
 ) -> None:
-    """Finish `handler` with an RFC 9457 problem document carrying the SPEC section 6 `code`.
+    """Finish `handler` with an RFC 9457 problem document carrying its error `code`.
 
     The one builder of error answers: API errors and refused WebSocket handshakes alike.
     """
