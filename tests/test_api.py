@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from conftest import missing_service
 from helpers import delta
-from tornado.httpclient import HTTPRequest
 
 from scoreboard import app as app_module
 from scoreboard.auth import Identity, Role
@@ -512,9 +511,6 @@ async def test_cors_only_for_allowed_origins(make_api):
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://quiz.example"
     other = await api.fetch("OPTIONS", "/api/boards", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
-
-
-__all__ = ["HTTPRequest"]
 
 
 @pytest.mark.postgres

@@ -697,7 +697,7 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(live
         # The healthy client keeps up the whole time.
         while True:
             try:
-                message = await asyncio.wait_for(healthy.read_message(), 0.001)
+                await asyncio.wait_for(healthy.read_message(), 0.001)
             except TimeoutError:
                 break
             received += 1
@@ -721,7 +721,6 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(live
     await service.submit_score(SERVER, "b", {"score": score + 1, "user_id": "last"})
     await read_type(healthy, "score_update")  # still live after the other was dropped
     await close_all(api, healthy)
-    del message
 
 
 async def test_a_stream_closed_before_on_close_breaks_neither_the_sweep_nor_a_reply(live, caplog):
