@@ -42,6 +42,7 @@ test: $(VENV)/.dev node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	node --test tests/js/
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev

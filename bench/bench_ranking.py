@@ -1,7 +1,8 @@
 """Benchmark of the pure leaderboard engine (scoreboard.ranking) at 1,000,000 players.
 
 Not a test: run it on purpose, `.venv/bin/python bench/bench_ranking.py [--players N]`, and read
-the table. SPEC section 10 targets at 1M players: rank lookup <= 5 us, score update <= 15 us.
+the table. The targets at 1M players (README, Benchmarks): rank lookup <= 5 us, score update
+<= 15 us.
 Each operation is timed one call at a time and the median (and p99) reported; the figures
 include about one timer call of overhead, printed on the first line of the table.
 """

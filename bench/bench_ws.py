@@ -1,8 +1,8 @@
-"""Benchmark of live delivery over WebSocket against a real `run.py` (SPEC section 10).
+"""Benchmark of live delivery over WebSocket against a real `run.py` (README, Benchmarks).
 
 Not a test: run it on purpose and read the tables. Each mode starts `run.py` on a free port with
 a fresh SQLite file in a temporary directory, drives it from raw asyncio sockets in this process
-(the load generator shares the machine with the server), prints its figures with the SPEC target
+(the load generator shares the machine with the server), prints its figures with the target
 next to each, and stops the server and removes the directory on every exit path.
 
     .venv/bin/python bench/bench_ws.py frames 2000      # server CPU per delivered score_update
@@ -78,10 +78,10 @@ MEMORY_WARMUP_CONNECTIONS = 200
 LATENCY_DRAIN_S = 2.0  # latency mode: wait after the last post for its frames
 CLIENT_LAG_PROBE_S = 0.01  # period of this process's own event-loop lag probe
 
-SPEC_CPU_PER_FRAME_US = 6.0
-SPEC_RSS_PER_CONNECTION_KIB = 12.0
-SPEC_LATENCY_P99_MS = 50.0  # at 1,000 subscribers, 100 posts/s
-SPEC_LOOP_LAG_P99_MS = 20.0
+TARGET_CPU_PER_FRAME_US = 6.0
+TARGET_RSS_PER_CONNECTION_KIB = 12.0
+TARGET_LATENCY_P99_MS = 50.0  # at 1,000 subscribers, 100 posts/s
+TARGET_LOOP_LAG_P99_MS = 20.0
 
 SENT_METRIC = "scoreboard_ws_messages_sent"  # the parser drops the `_total` of counters
 BROADCAST_LATENCY_METRIC = "scoreboard_broadcast_latency_seconds"
@@ -488,9 +488,9 @@ def close_clients(clients: list[WsClient]) -> None:
 
 
 def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
-    """A three-column table: figure, measured value, SPEC target."""
+    """A three-column table: figure, measured value, target."""
     print(title)
-    print(f"{'figure':<44}{'measured':>20}  {'SPEC target':<24}")
+    print(f"{'figure':<44}{'measured':>20}  {'target':<24}")
     print("-" * 90)
     for figure, value, target in rows:
         print(f"{figure:<44}{value:>20}  {target:<24}")
@@ -617,7 +617,7 @@ async def measure_frames(server: Server, subscribers: int, posts: int, runs: int
             (
                 "server CPU per delivered score_update",
                 f"{median(lambda r: r.us_per_frame):.2f} us",
-                f"<= {SPEC_CPU_PER_FRAME_US:g} us",
+                f"<= {TARGET_CPU_PER_FRAME_US:g} us",
             ),
             ("broadcast latency mean", ms(median(lambda r: r.latency.mean)), "-"),
             (
@@ -699,7 +699,7 @@ def measure_memory(connections: int, runs: int) -> None:
             (
                 "resident memory per idle connection",
                 f"{statistics.median(per_connection_kib):.2f} KiB",
-                f"<= {SPEC_RSS_PER_CONNECTION_KIB:g} KiB",
+                f"<= {TARGET_RSS_PER_CONNECTION_KIB:g} KiB",
             )
         ],
     )
@@ -806,19 +806,19 @@ async def measure_latency(
             (
                 "posted -> frame received p99",
                 ms(percentile(delays, 0.99)),
-                f"p99 <= {SPEC_LATENCY_P99_MS:g} ms",
+                f"p99 <= {TARGET_LATENCY_P99_MS:g} ms",
             ),
             ("posted -> frame received max", ms(delays[-1]), "-"),
             (
                 "newest post in a frame -> received p99",
                 ms(percentile(freshness, 0.99)),
-                f"p99 <= {SPEC_LATENCY_P99_MS:g} ms",
+                f"p99 <= {TARGET_LATENCY_P99_MS:g} ms",
             ),
             ("(post, client) pairs delivered", f"{len(delays):,}/{expected:,}", "all"),
             (
                 f"server event-loop lag p99 ({loop_lag.count:.0f} probes)",
                 ms(loop_lag.quantile(0.99)),
-                f"p99 <= {SPEC_LOOP_LAG_P99_MS:g} ms",
+                f"p99 <= {TARGET_LOOP_LAG_P99_MS:g} ms",
             ),
             ("bench process loop lag p99 (client side)", ms(percentile(own_lag, 0.99)), "-"),
         ],

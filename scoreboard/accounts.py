@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import validation
+from . import schemas
 from .auth import (
     DUMMY_PASSWORD_HASH,
     Role,
@@ -23,17 +23,12 @@ from .auth import (
     verify_password,
 )
 from .config import Settings
-from .errors import AuthFailed, Forbidden, RateLimited, ValidationFailed
+from .errors import AuthFailed, Forbidden, RateLimited
 from .limits import KeyedLimiter
-from .store import Store, UserRow
+from .store import Store
+from .tables import UserRow
 
 log = logging.getLogger(__name__)
-
-MAX_NAME_LENGTH = 64
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 1024  # scrypt of a megabyte password is a cheap denial of service
-REGISTER_FIELDS = frozenset({"username", "password", "display_name"})
-LOGIN_FIELDS = frozenset({"username", "password"})
 
 
 class Accounts:
@@ -67,14 +62,9 @@ class Accounts:
         if self.settings.registration == "closed":
             raise Forbidden("registration is closed on this server")
         self._require_ready()
-        validation.reject_unknown(body, REGISTER_FIELDS)
-        username = validation.identifier(body.get("username"), "username")
-        password = check_password(body.get("password"))
-        display_name = (
-            validation.text(body["display_name"], "display_name", max_length=MAX_NAME_LENGTH)
-            if body.get("display_name") is not None
-            else username
-        )
+        clean = schemas.REGISTER.check(body)
+        username, password = clean["username"], clean["password"]
+        display_name = clean.get("display_name") or username
         wait = self._register_limiter.take(address, self._monotonic())
         if wait > 0:
             raise RateLimited("too many registrations from this address", retry_after=wait)
@@ -88,16 +78,14 @@ class Accounts:
 
     async def login(self, body: dict[str, Any], *, address: str) -> dict[str, Any]:
         """Check a username and password; 401 alike for a wrong password and an unknown name."""
-        validation.reject_unknown(body, LOGIN_FIELDS)
+        clean = schemas.LOGIN.check(body)
         wait = self._login_limiter.take(address, self._monotonic())
         if wait > 0:
             raise RateLimited("too many login attempts from this address", retry_after=wait)
-        username, password = body.get("username"), body.get("password")
-        if not isinstance(username, str) or not isinstance(password, str):
-            raise ValidationFailed("username and password must be strings")
-        if len(password) > MAX_PASSWORD_LENGTH:
+        username, password = clean["username"], clean["password"]
+        if len(password) > schemas.MAX_PASSWORD_LENGTH:
             raise AuthFailed("wrong username or password")
-        known = validation.ID_RE.fullmatch(username)
+        known = schemas.is_identifier(username)
         user = await self.store.get_account(username) if known else None
         # Verify against a dummy hash when there is no such user, so that the answer takes the
         # same time and says the same thing whether or not the name exists.
@@ -129,15 +117,3 @@ class Accounts:
             "expires_in": self.settings.token_ttl,
             "user": {"user_id": user.id, "name": user.name, "role": role.value},
         }
-
-
-def check_password(value: Any) -> str:
-    """A new password as given, or 422 when it is not a string of the allowed length."""
-    if not isinstance(value, str):
-        raise ValidationFailed("password must be a string")
-    if not MIN_PASSWORD_LENGTH <= len(value) <= MAX_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            f"password must be {MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} characters, "
-            f"got {len(value)}"
-        )
-    return value

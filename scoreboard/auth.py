@@ -1,8 +1,9 @@
 """Who a request is: JWT issuing and checking, roles, and the stored form of passwords.
 
-Owns the token rules of SPEC section 2 (a fixed algorithm allow-list, required claims, clock
-leeway, issuer and audience) and password hashing. It raises `errors.TokenExpired` for an
-expired token and `errors.AuthFailed` for every other bad token; it knows nothing of HTTP.
+Owns the token rules of docs/api.md#tokens-and-roles (a fixed algorithm allow-list, required
+claims, clock leeway, issuer and audience) and password hashing. It raises
+`errors.TokenExpired` for an expired token and `errors.AuthFailed` for every other bad token;
+it knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from scoreboard import errors
 
 
 class Role(StrEnum):
-    """What a token may do (SPEC section 2)."""
+    """What a token may do (docs/api.md#tokens-and-roles)."""
 
     PLAYER = "player"
     SERVER = "server"
@@ -42,9 +43,9 @@ SUB_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 NAME_MAX_CHARS = 64
 
 HS256 = "HS256"
-#: Clock skew tolerated on exp/nbf/iat; SPEC section 2 caps it at 30 s.
+#: Clock skew tolerated on exp/nbf/iat; the product promises at most 30 s.
 MAX_LEEWAY_SECONDS = 30
-#: An HS256 key shorter than its 32-byte digest is below RFC 7518 section 3.2; SPEC refuses it.
+#: An HS256 key shorter than its 32-byte digest is below RFC 7518 section 3.2: refused.
 MIN_SECRET_BYTES = 32
 MIN_RSA_KEY_BITS = 2048
 # Far above any token we issue or accept; junk this long is refused before base64 and JSON work.

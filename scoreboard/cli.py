@@ -20,15 +20,17 @@ from collections.abc import Sequence
 
 from tornado.netutil import bind_sockets
 
-from . import __version__, config, logs
+from . import __version__, config, logs, schemas
 from .app import build_services, make_app, resolve_jwt_secret
 from .auth import Role, TokenCodec, hash_password
 from .dbfile import NotADatabase
 from .errors import ScoreboardError, ValidationFailed
-from .formatting import DEFAULT_SCORE_FORMAT, parse_score_format
+from .formatting import SCORE_FORMATS, parse_score_format
 from .handlers.base import Services
-from .http_server import ScoreboardHTTPServer
-from .store import BoardConfig, Store, UserRow
+from .handlers.http_server import ScoreboardHTTPServer
+from .schemas import BOARD_SETTINGS, MIN_PASSWORD_LENGTH, is_identifier, new_board
+from .store import Store
+from .tables import UserRow
 
 log = logging.getLogger("scoreboard")
 
@@ -66,13 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     create_board = board.add_parser("create", help="create a board")
     create_board.add_argument("id")
     create_board.add_argument("--title", required=True)
-    create_board.add_argument("--order", choices=["desc", "asc"], default="desc")
-    create_board.add_argument("--operator", choices=["best", "set", "incr"], default="best")
+    # Choices and defaults come from the board's settings: the API's create body, as flags.
+    for name in ("order", "operator"):
+        setting = BOARD_SETTINGS[name]
+        create_board.add_argument(
+            f"--{name}", choices=setting.schema["enum"], default=setting.default
+        )
     create_board.add_argument(
         "--score-format",
-        default=DEFAULT_SCORE_FORMAT,
+        default=BOARD_SETTINGS["score_format"].default,
         metavar="FORMAT",
-        help="how scores are shown: integer (default), decimal:1 to decimal:6, duration_ms",
+        help="how scores are shown: " + ", ".join(SCORE_FORMATS),
     )
     # `run.py token alice --database-url …`: the server flags work after a subcommand too.
     for leaf in (migrate, token, create_user, create_board):
@@ -135,10 +141,11 @@ def _token(settings: config.Settings, args: argparse.Namespace) -> str:
 
 
 def _create_user(settings: config.Settings, args: argparse.Namespace) -> int:
-    from .accounts import MIN_PASSWORD_LENGTH
-    from .validation import identifier
-
-    username = identifier(args.username, "username")
+    username = args.username
+    if not is_identifier(username):
+        raise ValidationFailed(
+            f"username must be {schemas.IDENTIFIER['description']}, got {username!r}"
+        )
     if sys.stdin.isatty():
         password = getpass.getpass(f"password for {username}: ")
     else:
@@ -166,25 +173,20 @@ def _create_user(settings: config.Settings, args: argparse.Namespace) -> int:
 
 
 def _create_board(settings: config.Settings, args: argparse.Namespace) -> int:
-    from .validation import identifier, text
-
     try:
-        score_format = parse_score_format(args.score_format, "--score-format")
+        parse_score_format(args.score_format, "--score-format")
     except ValidationFailed as exc:  # a usage mistake, like a bad flag value: exit 2
         print(f"scoreboard: {exc.detail}", file=sys.stderr)
         return 2
-    board = BoardConfig(
-        id=identifier(args.id, "id"),
-        title=text(args.title, "title", max_length=200),
-        order=args.order,
-        operator=args.operator,
-        min_score=None,
-        max_score=None,
-        player_submissions=True,
-        reset_schedule="never",
-        created_at=time.time(),
-        score_format=score_format,
-    )
+    # The API's create body: the same schema checks it, and fills in the other settings.
+    body = {
+        "id": args.id,
+        "title": args.title,
+        "order": args.order,
+        "operator": args.operator,
+        "score_format": args.score_format,
+    }
+    board = new_board(body, created_at=time.time())
     store = _migrated_store(settings)
     try:
         store.create_board_sync(board)

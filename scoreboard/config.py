@@ -1,4 +1,4 @@
-"""Settings: every flag of SPEC section 1 with its SCOREBOARD_* variable, in one frozen object.
+"""Settings: every flag (docs/configuration.md) with its SCOREBOARD_* variable, one frozen object.
 
 This is the only module that reads `os.environ`. A flag on the command line wins over the
 variable, which wins over the default. Values are validated here, at start, so that a bad
@@ -19,7 +19,7 @@ from .proxies import parse_networks
 
 ENV_PREFIX = "SCOREBOARD_"
 MIN_JWT_SECRET_BYTES = 32  # HS256 keys shorter than the hash output are brute-forceable
-MAX_RANK_UPDATE_DELAY_S = 2.0  # SPEC section 5: overtaken players hear of it within 2 s
+MAX_RANK_UPDATE_DELAY_S = 2.0  # overtaken players hear of it within 2 s (docs/protocol.md)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 REGISTRATION_MODES = ("open", "closed")
 
@@ -51,7 +51,7 @@ class Settings:
     ping_interval: float = 20.0
     log_level: str = "info"
     processes: int = 1
-    # Beyond SPEC section 1 (documented in the README): the tunable limits of section 3.
+    # Tunable limits of the HTTP API (docs/configuration.md).
     score_rate: float = 10.0  # submissions per second per player `sub`
     score_burst: int = 20
     login_rate: float = 0.2  # login attempts per second per client address (12 a minute)
@@ -60,7 +60,7 @@ class Settings:
     registration: str = "open"  # "closed" refuses POST /api/auth/register (403)
     registration_rate: float = 0.2  # registrations per second per client address (12 a minute)
     registration_burst: int = 20
-    # Live delivery (SPEC section 5); defaults are the spec's values, tests shrink them.
+    # Live delivery (docs/protocol.md); defaults are the documented values, tests shrink them.
     status_interval: float = 10.0  # seconds between connection_status rounds
     slow_consumer_timeout: float = 30.0  # seconds without write progress before close 1013
     max_unsent_bytes: int = 1024 * 1024  # unsent bytes per connection before close 1013
@@ -274,7 +274,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"--shutdown-spread: must be 0 or more, got {s.shutdown_spread!r}")
     if s.rank_update_delay > MAX_RANK_UPDATE_DELAY_S:
         raise ConfigError(
-            f"--rank-update-delay: must be at most {MAX_RANK_UPDATE_DELAY_S:g} s (SPEC section 5), "
+            f"--rank-update-delay: must be at most {MAX_RANK_UPDATE_DELAY_S:g} s "
+            "(overtaken players hear within 2 s), "
             f"got {s.rank_update_delay!r}"
         )
     if s.log_level not in LOG_LEVELS:

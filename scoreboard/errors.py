@@ -1,4 +1,4 @@
-"""Domain errors, each carrying its SPEC section 6 code and HTTP status.
+"""Domain errors, each carrying its error code (docs/api.md#error-codes) and HTTP status.
 
 No Tornado import here: the service, the store and the ranking code raise these, and the HTTP
 handlers and the WebSocket hub turn them into problem+json bodies or `error` frames.
@@ -72,7 +72,7 @@ class Internal(ScoreboardError):
     code, status, title = "internal", 500, "Internal error"
 
 
-#: Every code of SPEC section 6, for metrics labels and for tests.
+#: Every error code (docs/api.md#error-codes), for metrics labels and for tests.
 ALL_CODES: tuple[str, ...] = (
     "bad_request",
     "auth_failed",

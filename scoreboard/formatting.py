@@ -1,7 +1,7 @@
 """How a board shows its scores: the `score_format` values and the one rule set that formats them.
 
 Scores stay integers on the wire and in the database; this module owns turning one into the
-text people read (SPEC section 3, `score_format`), for the export and the server-rendered
+text people read (docs/api.md, `score_format`), for the export and the server-rendered
 pages. static/js/format.js implements the same rules for the browser, and both are checked
 against the one table of cases in tests/score_format_cases.json.
 

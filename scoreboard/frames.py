@@ -1,4 +1,4 @@
-"""Every wire shape of the WebSocket protocol (SPEC section 5), built in one place.
+"""Every wire shape of the WebSocket protocol (docs/protocol.md), built in one place.
 
 Each server message has one builder here that returns the whole framed bytes (an unmasked,
 unfragmented, uncompressed text frame holding the JSON envelope `{"type", "data"}`), so a
@@ -24,7 +24,7 @@ PING_FRAME = b"\x89\x00"  # an unmasked protocol ping with no payload
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes of SPEC section 5."""
+    """WebSocket close codes (docs/protocol.md#close-codes)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001
@@ -55,12 +55,17 @@ def message(kind: str, data: dict[str, Any]) -> bytes:
 # -- board state -----------------------------------------------------------------------------
 
 
+def top_10(ranks: Leaderboard) -> list[dict[str, Any]]:
+    """The `top_10` of every state message: the first TOP_N entries."""
+    return [e.to_json() for e in ranks.top(TOP_N)]
+
+
 def board_view(board_id: str, ranks: Leaderboard, you: Entry | None) -> dict[str, Any]:
     """`{board, seq, top_10, you}`: the state a snapshot (and a long-poll answer) carries."""
     return {
         "board": board_id,
         "seq": ranks.seq,
-        "top_10": [e.to_json() for e in ranks.top(TOP_N)],
+        "top_10": top_10(ranks),
         "you": you.to_json() if you is not None else None,
     }
 
@@ -88,7 +93,7 @@ def score_update(board_id: str, ranks: Leaderboard, updated_user: dict[str, Any]
         {
             "board": board_id,
             "seq": ranks.seq,
-            "top_10": [e.to_json() for e in ranks.top(TOP_N)],
+            "top_10": top_10(ranks),
             "updated_user": updated_user,
         },
     )

@@ -1,4 +1,4 @@
-"""Live delivery (SPEC section 5): rooms, the coalescing tick, rank checks, heartbeats, token
+"""Live delivery (docs/protocol.md): rooms, the coalescing tick, rank checks, heartbeats, token
 expiry, connection counts and the graceful close.
 
 The hub owns every live connection (connections.py) and every timer of live delivery. It is told

@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the process, defined once (SPEC section 8).
+"""Every Prometheus metric of the process, defined once (docs/operations.md#metrics).
 
 Module-level constants on the default registry, which also carries the process collector's
 `process_resident_memory_bytes`. Label values come from fixed sets: handler class names,
@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 # `_created` series double the samples of every counter and histogram and carry no figure an
 # alert needs (process start time is exported anyway).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 HTTP_REQUEST_DURATION = Histogram(
     "scoreboard_http_request_duration_seconds",
@@ -33,7 +33,7 @@ SUBMISSION_RESULTS = ("accepted", "unchanged", "rejected", "rate_limited")
 
 ERRORS = Counter(
     "scoreboard_errors",
-    "Errors answered to clients (problem+json or error frames), by SPEC section 6 code.",
+    "Errors answered to clients (problem+json or error frames), by error code.",
     ["code"],
 )
 

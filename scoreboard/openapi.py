@@ -1,16 +1,19 @@
 """The OpenAPI 3.1 description of every `/api` route, served at /api/openapi.json.
 
-A test compares its paths and methods with the application's route table, so the two cannot
-drift apart.
+Request bodies and query parameters are the very schemas that check requests
+(scoreboard/schemas.py), published as they are. A test compares the paths and methods here with
+the application's route table, so the two cannot drift apart either. Adding a route: its
+handler in app.py's route table, its entry in PATHS, with `body=` naming its schemas.Body and
+`params=` its schemas.Query.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import __version__
+from . import __version__, schemas
 from .errors import ALL_CODES
-from .formatting import DEFAULT_SCORE_FORMAT, SCORE_FORMAT_PATTERN
+from .validation import Body, Query
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -22,37 +25,24 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
-_INT = {"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1}
-# What validation.identifier and validation.text accept (schemathesis checks both ways).
-_ID = {"type": "string", "pattern": r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,64}$"}
-_TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
-_MAX_SAFE = 2**53 - 1
-_BOARD_ID = {"name": "board_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_SCORE_FORMAT = {
-    "type": "string",
-    "pattern": SCORE_FORMAT_PATTERN,
-    "description": (
-        "How clients show the board's scores (scores stay integers on the wire): `integer` "
-        "groups digits in threes (1,240); `decimal:N`, N 1-6, shows the score divided by 10^N "
-        "with exactly N decimals (decimal:2: 123456 -> 1,234.56); `duration_ms` shows "
-        "milliseconds as m:ss.mmm, h:mm:ss.mmm from an hour on (62345 -> 1:02.345)."
-    ),
-}
+_INT = schemas.integer()
+_BOARD_ID = {"name": "board_id", "in": "path", "required": True, "schema": schemas.IDENTIFIER}
+_USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": schemas.IDENTIFIER}
 
 
-def _query(name: str, minimum: int, maximum: int | None, default: int) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer", "minimum": minimum, "default": default}
-    if maximum is not None:
-        schema["maximum"] = maximum
-    return {"name": name, "in": "query", "required": False, "schema": schema}
+def _params(query: Query) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of a route's query, from the schemas that check it."""
+    return [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in query.parameters.items()
+    ]
 
 
 def _op(
     summary: str,
     responses: dict[str, Any],
     *,
-    body: str | None = None,
+    body: Body | None = None,
     params: list[dict[str, Any]] | None = None,
     secured: bool = True,
 ) -> dict[str, Any]:
@@ -60,7 +50,7 @@ def _op(
     if body is not None:
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
+            "content": {"application/json": {"schema": _ref(body.name)}},
         }
     if params:
         op["parameters"] = params
@@ -82,47 +72,8 @@ SCHEMAS: dict[str, Any] = {
             "updated_at": {"type": "string", "format": "date-time"},
         },
     },
-    "Board": {
-        "type": "object",
-        "required": ["id", "title"],
-        "additionalProperties": False,
-        "properties": {
-            "id": _ID,
-            "title": _TITLE,
-            "order": {"enum": ["desc", "asc"]},
-            "operator": {"enum": ["best", "set", "incr"]},
-            "min_score": {"oneOf": [_INT, {"type": "null"}]},
-            "max_score": {"oneOf": [_INT, {"type": "null"}]},
-            "player_submissions": {"type": "boolean"},
-            "reset_schedule": {"enum": ["never"]},
-            "score_format": {**_SCORE_FORMAT, "default": DEFAULT_SCORE_FORMAT},
-            "players": {"type": "integer", "readOnly": True},
-            "seq": {"type": "integer", "readOnly": True},
-        },
-    },
-    "BoardPatch": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "title": _TITLE,
-            "min_score": {"oneOf": [_INT, {"type": "null"}]},
-            "max_score": {"oneOf": [_INT, {"type": "null"}]},
-            "player_submissions": {"type": "boolean"},
-            "reset_schedule": {"enum": ["never"]},
-            "score_format": _SCORE_FORMAT,
-        },
-    },
-    "ScorePost": {
-        "type": "object",
-        "required": ["score"],
-        "additionalProperties": False,
-        "properties": {
-            "score": _INT,
-            "subscore": _INT,
-            "user_id": _ID,
-            "metadata": {"type": ["object", "null"], "description": "at most 1 KiB serialized"},
-        },
-    },
+    "Board": schemas.BOARD_ANSWER,
+    **{body.name: body.schema for body in schemas.BODIES},
     "Result": {
         "type": "object",
         "properties": {
@@ -134,27 +85,6 @@ SCHEMAS: dict[str, Any] = {
             "previous_rank": {"type": ["integer", "null"]},
             "improved": {"type": "boolean"},
             "seq": {"type": "integer"},
-        },
-    },
-    "Login": {
-        "type": "object",
-        "required": ["username", "password"],
-        "additionalProperties": False,
-        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-    },
-    "Credentials": {
-        "type": "object",
-        "required": ["username", "password"],
-        "additionalProperties": False,
-        "properties": {
-            "username": _ID,
-            "password": {"type": "string", "minLength": 8},
-            "display_name": {
-                "type": ["string", "null"],
-                "minLength": 1,
-                "maxLength": 64,
-                "pattern": r"\S",
-            },
         },
     },
     "TokenAnswer": {
@@ -204,12 +134,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _op(
             "Create an account",
             {"201": _json(_ref("TokenAnswer"), "Created")},
-            body="Credentials",
+            body=schemas.REGISTER,
             secured=False,
         )
     },
     "/api/auth/login": {
-        "post": _op("Log in", {"200": _json(_ref("TokenAnswer"))}, body="Login", secured=False)
+        "post": _op(
+            "Log in", {"200": _json(_ref("TokenAnswer"))}, body=schemas.LOGIN, secured=False
+        )
     },
     "/api/me": {"get": _op("The caller and their ranks", {"200": _json({"type": "object"})})},
     "/api/boards": {
@@ -225,7 +157,9 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         ),
         "post": _op(
-            "Create a board (admin)", {"201": _json(_ref("Board"), "Created")}, body="Board"
+            "Create a board (admin)",
+            {"201": _json(_ref("Board"), "Created")},
+            body=schemas.BOARD_CREATE,
         ),
     },
     "/api/boards/{board_id}": {
@@ -233,7 +167,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "patch": _op(
             "Change a board (admin)",
             {"200": _json(_ref("Board"))},
-            body="BoardPatch",
+            body=schemas.BOARD_PATCH,
             params=[_BOARD_ID],
         ),
         "delete": _op(
@@ -256,7 +190,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     }
                 )
             },
-            params=[_BOARD_ID, _query("limit", 1, 1000, 10), _query("offset", 0, _MAX_SAFE, 0)],
+            params=[_BOARD_ID, *_params(schemas.PAGE)],
         )
     },
     "/api/boards/{board_id}/players/{user_id}": {
@@ -277,21 +211,21 @@ PATHS: dict[str, dict[str, Any]] = {
                     }
                 )
             },
-            params=[_BOARD_ID, _USER_ID, _query("radius", 0, 100, 5)],
+            params=[_BOARD_ID, _USER_ID, *_params(schemas.AROUND)],
         )
     },
     "/api/boards/{board_id}/scores": {
         "post": _op(
             "Submit a score; 200 means it is durable",
             {"200": _json(_ref("Result"))},
-            body="ScorePost",
+            body=schemas.SCORE_POST,
             params=[
                 _BOARD_ID,
                 {
                     "name": "Idempotency-Key",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "schema": schemas.IDEMPOTENCY_KEY,
                 },
             ],
         )
@@ -300,7 +234,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Long-poll: answers when seq passes `since`, or after `timeout` seconds",
             {"200": _json(_ref("BoardView"))},
-            params=[_BOARD_ID, _query("since", 0, _MAX_SAFE, 0), _query("timeout", 0, 60, 25)],
+            params=[_BOARD_ID, *_params(schemas.UPDATES)],
         )
     },
     "/api/admin/stats": {

@@ -4,9 +4,9 @@ This module owns the in-memory standings of one board: a dict user_id -> Record 
 `SortedList` of plain tuple keys, one per player, in rank order. It does no I/O and imports
 neither tornado nor sqlalchemy: the service persists what `submit` returns and publishes it.
 
-Ordering (SPEC section 4): the board's order on (score, subscore) as one pair, then the player
-who reached that pair first (lower `reached_seq`), then the smaller `user_id`. Ranks are
-ordinal and 1-based.
+Ordering (docs/rules.md#order-and-ties): the board's order on (score, subscore) as one pair,
+then the player who reached that pair first (lower `reached_seq`), then the smaller `user_id`.
+Ranks are ordinal and 1-based.
 
 Records are values: the board never mutates a Record it stores, it replaces it. So a Record
 handed out (in an Outcome, or by `record()`) keeps describing that moment even after later
@@ -20,13 +20,14 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedList
 
 from .errors import ValidationFailed
 from .validation import MAX_SAFE_INTEGER
 
-#: Ranks that make up "the top" whose changes are pushed to every subscriber (SPEC section 5).
+#: Ranks that make up "the top" whose changes are pushed to every subscriber (docs/protocol.md).
 TOP_N = 10
 
 
@@ -76,7 +77,7 @@ class Entry:
     updated_at: float
 
     def to_json(self) -> dict[str, object]:
-        """The SPEC section 3 Entry object."""
+        """The Entry object of the API and the protocol (docs/api.md)."""
         return {
             "rank": self.rank,
             "user_id": self.user_id,
@@ -137,15 +138,19 @@ def _refuse(
 # The sort key of a record: plain tuples compare in C, which is what keeps a 1M-player
 # SortedList at a few microseconds per operation. Negating the pair makes "higher is better"
 # sort first while reached_seq and user_id stay ascending.
-def _desc_key(r: Record) -> tuple[int, int, int, str]:
+#: A record's place in the sorted standings: smaller sorts first (see _desc_key, _asc_key).
+Key = tuple[int, int, int, str]
+
+
+def _desc_key(r: Record) -> Key:
     return (-r.score, -r.subscore, r.reached_seq, r.user_id)
 
 
-def _asc_key(r: Record) -> tuple[int, int, int, str]:
+def _asc_key(r: Record) -> Key:
     return (r.score, r.subscore, r.reached_seq, r.user_id)
 
 
-class _RankedList(SortedList):
+class _RankedList(SortedList[Key]):
     """A SortedList whose add and remove also return the value's index.
 
     `submit` needs the player's index before and after the move. With the public API that is
@@ -155,7 +160,17 @@ class _RankedList(SortedList):
     pinned in requirements.txt; tests/test_ranking.py checks them against a plain list.
     """
 
-    def remove_ranked(self, value: tuple) -> int:
+    if TYPE_CHECKING:
+        # That internal layout, which the published type stubs rightly leave out.
+        _lists: list[list[Key]]
+        _maxes: list[Key]
+        _len: int
+
+        def _loc(self, pos: int, idx: int) -> int: ...
+        def _delete(self, pos: int, idx: int) -> None: ...
+        def _expand(self, pos: int) -> None: ...
+
+    def remove_ranked(self, value: Key) -> int:
         """Remove `value` and return the index it had; ValueError when it is absent."""
         maxes = self._maxes
         pos = bisect_left(maxes, value)
@@ -169,7 +184,7 @@ class _RankedList(SortedList):
         self._delete(pos, idx)
         return index
 
-    def add_ranked(self, value: tuple) -> int:
+    def add_ranked(self, value: Key) -> int:
         """Insert `value` (as `add` does) and return its index."""
         maxes = self._maxes
         if not maxes:

@@ -1,4 +1,4 @@
-"""One WebSocket connection's protocol (SPEC section 5): receive, rate limit, parse, dispatch.
+"""One WebSocket connection's protocol (docs/protocol.md): receive, rate limit, parse, dispatch.
 
 handlers/live.py hands each client message to its `Session`; the session checks the message
 rate, parses the envelope, calls the service (`submit_score`, token checks, board look-ups) and
@@ -34,8 +34,8 @@ from .service import ScoreboardService
 
 log = logging.getLogger(__name__)
 
-MAX_SUBSCRIPTIONS = 20  # boards per connection (SPEC section 5)
-MAX_MESSAGE_BYTES = 4 * 1024  # larger client messages close with 1009 (SPEC section 5)
+MAX_SUBSCRIPTIONS = 20  # boards per connection (docs/protocol.md#limits)
+MAX_MESSAGE_BYTES = 4 * 1024  # larger client messages close with 1009
 # A rate-limit streak ends after this long without a refused message: a client that slows down
 # is forgiven, one that stays over the limit for `ws_abuse_close_after` s is closed with 1008.
 ABUSE_QUIET_S = 1.0
@@ -145,7 +145,7 @@ class Session:
         kind = body.get("type") if isinstance(body, dict) else None
         handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         data = body.get("data", {}) if isinstance(body, dict) else None
-        if handler is None or not isinstance(data, dict):
+        if handler is None or not isinstance(kind, str) or not isinstance(data, dict):
             metrics.WS_RECEIVED_BY_TYPE["invalid"].inc()
             request_id = data.get("request_id") if isinstance(data, dict) else None
             hub.send_error(

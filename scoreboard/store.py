@@ -1,10 +1,16 @@
-"""The durable store: the schema, every SQL statement, and the group-commit write path.
+"""The durable store: every SQL statement, the connection set-up, reads and writes.
 
-This module owns the tables (SQLAlchemy Core; Alembic migrates them from
-scoreboard/migrations), the connection set-up for SQLite and PostgreSQL, the single writer
-thread that commits every queued write of a wake-up in one transaction, and the small thread
-pool that runs reads. The IOLoop never waits on the database: it only queues work and is
+This module owns the connection set-up for SQLite and PostgreSQL, telling a database that is
+unavailable from a write that is refused, every statement over the tables of
+scoreboard/tables.py, the small thread pool that runs reads, and what each write does inside
+the group commit of scoreboard/writer.py (whose thread commits every queued write of a wake-up
+in one transaction). The IOLoop never waits on the database: it only queues work and is
 handed results back through `call_soon_threadsafe`.
+
+About 760 lines: the statements of one database, kept together so that each sits next to the
+others that touch the same rows and to the failure checks they share; the tables and the
+writer thread are apart already. The engine set-up (make_engine, the SQLite hooks, about 120
+lines) is the next piece that could leave.
 """
 
 from __future__ import annotations
@@ -14,9 +20,7 @@ import contextlib
 import gc
 import itertools
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +37,24 @@ from sqlalchemy.exc import IntegrityError
 
 from . import errors, ranking
 from .dbfile import SqliteFile, check_header
-from .formatting import DEFAULT_SCORE_FORMAT
 from .resources import migrations_dir
+from .schemas import BoardConfig
+from .tables import (
+    DEFAULT_ROLE,
+    LoadedBoard,
+    ScoreWrite,
+    StoredAnswer,
+    UserRow,
+    board_columns,
+    board_config,
+    boards,
+    player_records,
+    server_settings,
+    submissions,
+    username_key,
+    users,
+)
+from .writer import GroupWriter
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -42,18 +62,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=errors.ScoreboardError)
 
-#: User and board ids follow auth.SUB_RE / validation.ID_RE: at most 64 characters.
-ID_MAX_LENGTH = 64
-#: SPEC section 3: an Idempotency-Key is 1-255 characters.
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
-#: The longest score_format ("duration_ms" is 11 characters), with room for new ones.
-SCORE_FORMAT_MAX_LENGTH = 16
-#: SPEC section 3 keeps idempotency answers at least 24 h; prune_answers never cuts younger.
+#: Idempotency answers are kept at least 24 h (docs/api.md#idempotency); prune_answers never
+#: cuts younger.
 ANSWER_RETENTION_SECONDS = 24 * 3600
-#: Writes committed in one transaction at most: bounds the time a batch holds the write lock
-#: and the work redone one by one when a batch fails.
-MAX_BATCH_WRITES = 1000
 #: Writes waiting for the writer before write calls are refused with errors.Overloaded: at a
 #: few thousand commits per second this is several seconds of backlog, past which waiting
 #: longer only grows memory and latency.
@@ -70,198 +83,7 @@ MIGRATION_LOCK_ID = 7301130001
 SQLITE_CORRUPTION_CODES = (11, 26)
 #: Seconds a client is told to wait (Retry-After) while the database is unavailable.
 UNAVAILABLE_RETRY_AFTER_S = 2
-#: Role given to users first seen through a score write (the token said nothing more).
-DEFAULT_ROLE = "player"
-
 MIGRATIONS_DIR = migrations_dir()
-
-# Alembic compares constraint names, so every constraint gets a predictable one.
-metadata = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-users = sa.Table(
-    "users",
-    metadata,
-    sa.Column("id", sa.String(ID_MAX_LENGTH), primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("password_hash", sa.Text, nullable=True),
-    sa.Column("created_at", sa.Double, nullable=False),
-    # lower(id), for case-insensitive usernames (migration 0003; see username_key()). Unique
-    # among accounts only: outside issuers may use `Bob` and `bob` as two players.
-    sa.Column("username_key", sa.String(ID_MAX_LENGTH), nullable=True),
-    sa.Index("ix_users_username_key", "username_key"),
-    sa.Index(
-        "uq_users_account_key",
-        "username_key",
-        unique=True,
-        sqlite_where=sa.text("password_hash IS NOT NULL AND username_key IS NOT NULL"),
-        postgresql_where=sa.text("password_hash IS NOT NULL AND username_key IS NOT NULL"),
-    ),
-    # SQLite: store rows in the primary-key B-tree itself instead of a rowid table plus a
-    # separate key index, one B-tree write fewer per upsert.
-    sqlite_with_rowid=False,
-)
-
-boards = sa.Table(
-    "boards",
-    metadata,
-    sa.Column("id", sa.String(ID_MAX_LENGTH), primary_key=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("order", sa.String(8), nullable=False),
-    sa.Column("operator", sa.String(8), nullable=False),
-    sa.Column("min_score", sa.BigInteger, nullable=True),
-    sa.Column("max_score", sa.BigInteger, nullable=True),
-    sa.Column("player_submissions", sa.Boolean, nullable=False),
-    sa.Column("reset_schedule", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.Double, nullable=False),
-    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
-    # Added by migration 0002; boards made before it show "integer". formatting.py owns the
-    # values.
-    sa.Column(
-        "score_format",
-        sa.String(SCORE_FORMAT_MAX_LENGTH),
-        nullable=False,
-        server_default=DEFAULT_SCORE_FORMAT,
-    ),
-)
-
-player_records = sa.Table(
-    "player_records",
-    metadata,
-    sa.Column(
-        "board_id",
-        sa.String(ID_MAX_LENGTH),
-        sa.ForeignKey("boards.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column(
-        "user_id",
-        sa.String(ID_MAX_LENGTH),
-        sa.ForeignKey("users.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("score", sa.BigInteger, nullable=False),
-    sa.Column("subscore", sa.BigInteger, nullable=False),
-    sa.Column("reached_seq", sa.BigInteger, nullable=False),
-    sa.Column("updated_at", sa.Double, nullable=False),
-    sqlite_with_rowid=False,  # see users
-)
-
-# The submissions log has no foreign keys on purpose: it is an append-only audit trail that
-# outlives deleted boards, and deleting a board must not have to walk millions of log rows.
-submissions = sa.Table(
-    "submissions",
-    metadata,
-    # SQLite only auto-numbers an INTEGER PRIMARY KEY (the rowid); BIGINT would not be one.
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column("board_id", sa.String(ID_MAX_LENGTH), nullable=False),
-    sa.Column("user_id", sa.String(ID_MAX_LENGTH), nullable=False),
-    sa.Column("actor", sa.String(ID_MAX_LENGTH), nullable=False),
-    sa.Column("score", sa.BigInteger, nullable=False),
-    sa.Column("subscore", sa.BigInteger, nullable=False),
-    sa.Column("metadata", sa.JSON(none_as_null=True), nullable=True),
-    sa.Column("idempotency_key", sa.String(IDEMPOTENCY_KEY_MAX_LENGTH), nullable=True),
-    sa.Column("request_hash", sa.String(128), nullable=True),
-    sa.Column("response", sa.JSON, nullable=False),
-    sa.Column("seq", sa.BigInteger, nullable=False),
-    sa.Column("created_at", sa.Double, nullable=False),
-    # NULL keys never collide (both databases treat NULLs as distinct), so key-less writes
-    # and pruned rows are not constrained.
-    sa.UniqueConstraint("actor", "idempotency_key"),
-    # Only rows that still hold a key are indexed, so pruning finds its rows without a scan
-    # and the index stays about one day of keyed writes large.
-    sa.Index(
-        "ix_submissions_keyed_created_at",
-        "created_at",
-        sqlite_where=sa.text("idempotency_key IS NOT NULL"),
-        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
-    ),
-)
-
-server_settings = sa.Table(
-    "server_settings",
-    metadata,
-    sa.Column("key", sa.String(128), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class BoardConfig:
-    """A board's settings as stored (SPEC section 3 Board, without the live figures)."""
-
-    id: str
-    title: str
-    order: str
-    operator: str
-    min_score: int | None
-    max_score: int | None
-    player_submissions: bool
-    reset_schedule: str
-    created_at: float
-    score_format: str = DEFAULT_SCORE_FORMAT  # see scoreboard.formatting
-
-
-@dataclass(slots=True)
-class LoadedBoard:
-    """A board as read at start-up: its settings, its seq and every player's record."""
-
-    config: BoardConfig
-    seq: int
-    records: list[ranking.Record]
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    """An account or a player first seen through a token."""
-
-    id: str
-    name: str
-    role: str
-    password_hash: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredAnswer:
-    """The first answer to an idempotent request, with the fingerprint of its body."""
-
-    request_hash: str
-    response: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreWrite:
-    """Everything one submission persists, in one transaction."""
-
-    board_id: str
-    user_id: str
-    user_name: str
-    score: int  # stored pair after the operator
-    subscore: int
-    reached_seq: int
-    updated_at: float
-    seq: int  # board seq after the submission
-    improved: bool  # the record changed: upsert it and advance the board's seq
-    actor: str  # the token's sub: the scope of the idempotency key
-    idempotency_key: str | None
-    request_hash: str | None
-    response: dict[str, Any]  # the Result body, replayed for a repeated idempotency key
-    submitted_score: int
-    submitted_subscore: int
-    metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,11 +92,6 @@ class _Op:
 
     run: Callable[[Connection], None]
     translate: Callable[[Exception], BaseException]
-
-
-# A queued write and the future of its caller; None in place of both stops the writer.
-_Item = tuple["ScoreWrite | _Op", "asyncio.Future[None]"]
-_STOP = None
 
 
 # Execution option marking the engine used for write transactions (see _sqlite_on_begin).
@@ -302,12 +119,7 @@ def _integrity_kind(exc: BaseException) -> str:
     return "other"
 
 
-def username_key(user_id: str) -> str:
-    """The case-insensitive form of a user id (ids are ASCII: [A-Za-z0-9_.-])."""
-    return user_id.lower()
-
-
-def _chained(error: errors.ScoreboardError, cause: BaseException) -> errors.ScoreboardError:
+def _chained(error: E, cause: BaseException) -> E:
     error.__cause__ = cause
     return error
 
@@ -419,17 +231,24 @@ class Store:
         # Same pool; transactions begun through it are write transactions.
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
-        self._max_pending = max_pending_writes
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # orders "closed?" checks against the stop marker
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: threading.Thread | None = None
-        self._closed = False
+        self._writer: GroupWriter[ScoreWrite | _Op] = GroupWriter(
+            self._run_in_transaction,
+            _translate,
+            outage=self._outage,
+            max_pending=max_pending_writes,
+        )
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="scoreboard-read")
-        #: Transactions the writer committed, and the writes they carried (for tests, metrics).
-        self.batches_committed = 0
-        self.writes_committed = 0
         self._build_statements()
+
+    @property
+    def batches_committed(self) -> int:
+        """Transactions the writer committed (for tests, metrics)."""
+        return self._writer.batches_committed
+
+    @property
+    def writes_committed(self) -> int:
+        """Writes those transactions carried."""
+        return self._writer.writes_committed
 
     def _build_statements(self) -> None:
         upsert_user = self._insert(users)
@@ -482,25 +301,11 @@ class Store:
 
     def start(self, loop: asyncio.AbstractEventLoop | Any) -> None:
         """Start the writer thread; callers' futures are resolved on `loop`."""
-        if self._writer is not None:
-            raise RuntimeError("the store is already started")
-        # A tornado IOLoop wraps the asyncio loop that futures belong to.
-        self._loop = getattr(loop, "asyncio_loop", loop)
-        self._writer = threading.Thread(
-            target=self._writer_main, name="scoreboard-writer", daemon=True
-        )
-        self._writer.start()
+        self._writer.start(loop)
 
     def close(self) -> None:
         """Commit every write queued so far, stop the writer and the readers, release the pool."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._writer is not None:
-                self._queue.put(_STOP)
-        if self._writer is not None:
-            self._writer.join()
+        self._writer.close()
         self._readers.shutdown(wait=True)
         self.engine.dispose()
 
@@ -528,7 +333,7 @@ class Store:
             reason = self._failure = f"the database does not answer: {str(orig).splitlines()[0]}"
         else:
             return None
-        return _chained(errors.NotReady(reason, retry_after=UNAVAILABLE_RETRY_AFTER_S), exc)  # type: ignore[return-value]
+        return _chained(errors.NotReady(reason, retry_after=UNAVAILABLE_RETRY_AFTER_S), exc)
 
     def _check_file(self) -> None:
         """Raise DatabaseUnavailable when the path no longer leads to our writable file."""
@@ -540,7 +345,7 @@ class Store:
     @property
     def pending_writes(self) -> int:
         """Writes queued and not yet committed (approximate)."""
-        return self._queue.qsize()
+        return self._writer.pending
 
     # -- sync calls: start-up, CLI, periodic jobs -----------------------------------------
 
@@ -575,7 +380,7 @@ class Store:
             .where(r.board_id == row.id)
         )
         records = list(itertools.starmap(ranking.Record, _plain_rows(conn, query)))
-        return LoadedBoard(config=_board_config(row), seq=row.seq, records=records)
+        return LoadedBoard(config=board_config(row), seq=row.seq, records=records)
 
     def get_setting_sync(self, key: str) -> str | None:
         """A server setting, or None when it was never set."""
@@ -617,8 +422,8 @@ class Store:
     def prune_answers(self, older_than: float) -> int:
         """Forget idempotency keys of submissions made before unix time `older_than`.
 
-        Keys younger than ANSWER_RETENTION_SECONDS are kept whatever `older_than` says (SPEC
-        section 3). The log rows themselves stay. Returns the number of rows pruned.
+        Keys younger than ANSWER_RETENTION_SECONDS are kept whatever `older_than` says
+        (docs/api.md#idempotency). The log rows themselves stay. Returns the number of rows pruned.
         """
         cutoff = min(older_than, time.time() - ANSWER_RETENTION_SECONDS)
         s = submissions.c
@@ -682,9 +487,8 @@ class Store:
                     .where(sa.or_(u.username_key == username_key(username), u.id == username))
                     .limit(2)
                 ).all()
-            exact = [row for row in rows if row.id == username]
-            row = (exact or rows or [None])[0]
-            return None if row is None else UserRow(*row)
+            chosen = [row for row in rows if row.id == username] or rows
+            return UserRow(*chosen[0]) if chosen else None
 
         return await self._read(read)
 
@@ -728,20 +532,7 @@ class Store:
     # -- async writes (through the writer thread) -----------------------------------------
 
     def _submit(self, payload: ScoreWrite | _Op) -> asyncio.Future[None]:
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("Store.start() was not called")
-        if asyncio.get_running_loop() is not loop:
-            # Futures are neither thread-safe nor shareable across loops.
-            raise RuntimeError("Store writes must be awaited on the loop given to start()")
-        future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if self._closed:
-                raise errors.NotReady("the server is shutting down")
-            if self._queue.qsize() >= self._max_pending:
-                raise errors.Overloaded("too many writes are waiting for the database")
-            self._queue.put((payload, future))
-        return future
+        return self._writer.submit(payload)
 
     async def write_score(self, w: ScoreWrite) -> None:
         """Persist a submission; returns once it is committed.
@@ -802,7 +593,7 @@ class Store:
 
         def run(conn: Connection) -> None:
             result = conn.execute(
-                sa.update(boards).where(boards.c.id == config.id).values(_board_settings(config))
+                sa.update(boards).where(boards.c.id == config.id).values(board_columns(config))
             )
             if result.rowcount == 0:
                 raise errors.NotFound(f"no board {config.id!r}")
@@ -844,7 +635,7 @@ class Store:
     def _create_board(self, conn: Connection, config: BoardConfig) -> None:
         conn.execute(
             sa.insert(boards).values(
-                id=config.id, created_at=config.created_at, seq=0, **_board_settings(config)
+                id=config.id, created_at=config.created_at, seq=0, **board_columns(config)
             )
         )
 
@@ -912,68 +703,8 @@ class Store:
         for board_id, seq in sorted(seqs.items()):
             conn.execute(self._advance_seq, {"b_id": board_id, "b_seq": seq})
 
-    # -- the writer thread -----------------------------------------------------------------
-
-    def _writer_main(self) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        stopping = False
-        while not stopping:
-            batch: list[_Item] = []
-            item = get()
-            # Everything that queued up while the previous batch committed goes in this one.
-            while True:
-                if item is _STOP:
-                    # close() queues the marker last (under the lock), so nothing follows it.
-                    stopping = True
-                    break
-                batch.append(item)
-                if len(batch) >= MAX_BATCH_WRITES:
-                    break
-                try:
-                    item = get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                try:
-                    self._commit(batch)
-                except Exception:  # never let the thread die: callers would wait forever
-                    log.exception("the store writer failed on a batch of %d", len(batch))
-                    self._settle([(future, errors.Internal()) for _, future in batch])
-
-    def _commit(self, batch: list[_Item]) -> None:
-        try:
-            self._run_in_transaction([payload for payload, _ in batch])
-        except Exception as exc:
-            outage = self._outage(exc)
-            if outage is not None:
-                # The database, not a write, is the trouble: none of these is acknowledged,
-                # and committing them one by one would only fail the same way.
-                log.warning("%d writes refused: %s", len(batch), outage.detail)
-                self._settle([(future, outage) for _, future in batch])
-                return
-            if len(batch) == 1:
-                payload, future = batch[0]
-                self._settle([(future, _translate(payload, exc))])
-                return
-            log.warning(
-                "group commit of %d writes failed (%s); committing them one by one",
-                len(batch),
-                # The driver's message only: the statement's parameters are users' data.
-                getattr(exc, "orig", exc),
-            )
-            outcomes: list[tuple[asyncio.Future[None], BaseException | None]] = []
-            for payload, future in batch:
-                try:
-                    self._run_in_transaction([payload])
-                except Exception as single:
-                    outcomes.append((future, _translate(payload, single)))
-                else:
-                    outcomes.append((future, None))
-            self._settle(outcomes)
-            return
-        self._settle([(future, None) for _, future in batch])
-
     def _run_in_transaction(self, payloads: list[ScoreWrite | _Op]) -> None:
+        """The writer's commit: every payload of a batch in one write transaction."""
         with self._write_engine.begin() as conn:
             run: list[ScoreWrite] = []
             for payload in payloads:
@@ -992,26 +723,6 @@ class Store:
         # Only here has COMMIT returned. Checked again, so that a file that went away during
         # the commit is not acknowledged either.
         self._check_file()
-        self.batches_committed += 1
-        self.writes_committed += len(payloads)
-
-    def _settle(self, outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-        """Resolve the callers' futures on their loop: one wake-up per batch, not per write."""
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(_resolve, outcomes)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            log.warning("event loop closed; %d write results dropped", len(outcomes))
-
-
-def _resolve(outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-    for future, error in outcomes:
-        if future.done():  # the caller gave up (cancelled); the write stands regardless
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
 
 
 def _translate(payload: ScoreWrite | _Op, exc: Exception) -> BaseException:
@@ -1024,20 +735,6 @@ def _user_error(user: UserRow, exc: Exception) -> BaseException:
     if _integrity_kind(exc) == "unique":
         return _chained(errors.Conflict(f"user {user.id!r} exists"), exc)
     return exc
-
-
-def _board_settings(config: BoardConfig) -> dict[str, Any]:
-    """The columns of a board that its settings decide (not its id, seq or creation time)."""
-    return {
-        "title": config.title,
-        "order": config.order,
-        "operator": config.operator,
-        "min_score": config.min_score,
-        "max_score": config.max_score,
-        "player_submissions": config.player_submissions,
-        "reset_schedule": config.reset_schedule,
-        "score_format": config.score_format,
-    }
 
 
 def _board_error(board_id: str, exc: Exception) -> BaseException:
@@ -1063,7 +760,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _plain_rows(conn: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+def _plain_rows(conn: Connection, query: sa.Select[Any]) -> Sequence[tuple[Any, ...]]:
     """The rows of `query` as the driver's plain tuples, skipping SQLAlchemy's Row objects.
 
     For 1M rows that saves about a third of a second; these columns need no result
@@ -1079,18 +776,3 @@ def _plain_rows(conn: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]
         return cursor.fetchall()
     finally:
         cursor.close()
-
-
-def _board_config(row: sa.Row[Any]) -> BoardConfig:
-    return BoardConfig(
-        id=row.id,
-        title=row.title,
-        order=row.order,
-        operator=row.operator,
-        min_score=row.min_score,
-        max_score=row.max_score,
-        player_submissions=bool(row.player_submissions),
-        reset_schedule=row.reset_schedule,
-        created_at=row.created_at,
-        score_format=row.score_format,
-    )

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import orjson
+import pytest
+
+from scoreboard.errors import ValidationFailed
 
 
 def delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
     """How much the metric sample `name` moved between two `metric_values()` reads."""
     return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def refusal(check: Callable[[Any], Any], value: Any) -> str:
+    """The detail of the 422 ValidationFailed that `check(value)` raises."""
+    with pytest.raises(ValidationFailed) as caught:
+        check(value)
+    assert caught.value.status == 422 and caught.value.code == "validation_failed"
+    return caught.value.detail
 
 
 class FakeSink:

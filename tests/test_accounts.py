@@ -1,4 +1,4 @@
-"""Accounts end to end (SPEC sections 1, 2 and 4): registration rules, log-in, password hashes."""
+"""Accounts end to end (docs/api.md#accounts): registration rules, log-in, password hashes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scoreboard import auth
-from scoreboard.store import UserRow
+from scoreboard.tables import UserRow
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 

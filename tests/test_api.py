@@ -1,4 +1,4 @@
-"""The HTTP API of SPEC section 3, through a real server on a free port (pytest-tornado)."""
+"""The HTTP API (docs/api.md), through a real server on a free port (pytest-tornado)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import time
 
 import jwt
 import pytest
+import sqlalchemy as sa
 from conftest import missing_service
 from helpers import delta
-from tornado.httpclient import HTTPRequest
 
 from scoreboard import app as app_module
 from scoreboard.auth import Identity, Role
@@ -612,9 +612,6 @@ async def test_head_works_wherever_get_does(api):
         assert head.headers["Content-Type"] == get.headers["Content-Type"]
 
 
-__all__ = ["HTTPRequest"]
-
-
 @pytest.mark.postgres
 async def test_the_same_service_runs_on_postgresql(make_api, postgres_url):
     api = await make_api(database_url=postgres_url)
@@ -696,7 +693,7 @@ async def test_board_score_format_is_created_and_read_back(api, score_format):
     created = await api.make_board("fmt", score_format=score_format)
     assert created["score_format"] == score_format
     keys = list(created)
-    assert keys.index("score_format") == keys.index("reset_schedule") + 1  # SPEC's order
+    assert keys.index("score_format") == keys.index("reset_schedule") + 1  # the documented order
     got = await api.get("/api/boards/fmt", token=api.token("p1"))
     assert got.status == 200 and got.json["score_format"] == score_format
     listed = await api.get("/api/boards", token=api.token("p1"))
@@ -762,9 +759,69 @@ async def test_score_format_survives_a_restart(api, make_api):
 async def test_openapi_documents_score_format(api):
     doc = (await api.get("/api/openapi.json")).json
     schemas = doc["components"]["schemas"]
-    for name in ("Board", "BoardPatch"):
+    for name in ("Board", "BoardCreate", "BoardPatch"):
         field = schemas[name]["properties"]["score_format"]
         assert field["type"] == "string", name
         assert field["pattern"] == "^(integer|duration_ms|decimal:[1-6])$", name
         assert field["description"], name
-    assert schemas["Board"]["properties"]["score_format"]["default"] == "integer"
+    assert schemas["BoardCreate"]["properties"]["score_format"]["default"] == "integer"
+
+
+# -- request shapes over HTTP: the details name the field and the value ----------------------
+
+
+async def test_a_refusal_detail_names_the_field_and_the_bad_value(api):
+    await api.make_board("b")
+    token = api.token("p1")
+    refused = await api.post("/api/boards/b/scores", {"score": 1.5}, token=token)
+    body = assert_problem(refused, 422, "validation_failed")
+    assert body["detail"] == "score must be an integer within ±(2^53-1), got 1.5"
+    padded = {"id": "c", "title": " " + "t" * 200}
+    body = assert_problem(
+        await api.post("/api/boards", padded, token=api.admin), 422, "validation_failed"
+    )
+    assert body["detail"].startswith("title must be 1-200 characters, not only blanks, got ' ttt")
+    over = await api.get("/api/boards/b/leaderboard?offset=9007199254740992", token=token)
+    body = assert_problem(over, 422, "validation_failed")
+    assert body["detail"] == (
+        "offset must be an integer within 0-9007199254740991, got 9007199254740992"
+    )
+
+
+async def test_values_exactly_at_their_limits_are_accepted(api):
+    made = await api.make_board("b", title="t" * 200, operator="set")
+    assert made["title"] == "t" * 200
+    token = api.token("p1")
+    page = await api.get(
+        "/api/boards/b/leaderboard?limit=1000&offset=9007199254740991", token=token
+    )
+    assert page.status == 200 and page.json["entries"] == []
+    whole = await api.post("/api/boards/b/scores", {"score": 242.0}, token=token)
+    assert whole.status == 200 and whole.json["score"] == 242
+
+
+async def test_metadata_of_1024_bytes_is_stored_with_the_submission(api):
+    await api.make_board("b")
+    metadata = {"p": "x" * (1024 - len('{"p":""}'))}
+    response = await api.post(
+        "/api/boards/b/scores", {"score": 5, "metadata": metadata}, token=api.token("p1")
+    )
+    assert response.status == 200, response.body
+    with api.services.store.engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT metadata FROM submissions")).scalar_one()
+    assert json.loads(stored) == metadata
+
+
+async def test_register_and_login_have_their_own_shapes(api):
+    empty = await api.post("/api/auth/register", {"username": "", "password": "long-enough"})
+    body = assert_problem(empty, 422, "validation_failed")
+    assert body["detail"] == (
+        "username must be 1-64 characters of A-Z a-z 0-9 _ . -, not . or .., got ''"
+    )
+    extra = {"username": "ann", "password": "long-enough", "display_name": "Ann"}
+    body = assert_problem(await api.post("/api/auth/login", extra), 422, "validation_failed")
+    assert body["detail"] == "unknown field(s) in body: display_name"
+    # Any strings are credentials to log in with: a name that cannot exist is just wrong.
+    assert_problem(
+        await api.post("/api/auth/login", {"username": "", "password": ""}), 401, "auth_failed"
+    )

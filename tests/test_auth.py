@@ -1,4 +1,4 @@
-"""Tests of scoreboard.auth: token checks (SPEC section 2), issuing, and password hashing."""
+"""Tests of scoreboard.auth: token checks (docs/api.md#tokens-and-roles), issuing, passwords."""
 
 from __future__ import annotations
 

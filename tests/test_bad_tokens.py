@@ -1,4 +1,4 @@
-"""Every bad token of SPEC section 2, over HTTP and at the WebSocket handshake.
+"""Every bad token (docs/api.md#tokens-and-roles), over HTTP and at the WebSocket handshake.
 
 A real server (issuer and audience configured) on a free port. Each bad token is refused with
 401 on an API route and at the handshake, in all three ways a token can travel there; the

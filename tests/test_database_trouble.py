@@ -1,4 +1,4 @@
-"""A database that goes away, changes or breaks under a running server (SPEC section 11).
+"""A database that goes away, changes or breaks under a running server (docs/operations.md).
 
 Real `run.py` processes over real SQLite files: the file's directory deleted, the file replaced,
 made immutable, corrupted, or not a database at all. Whatever happens, no write is acknowledged

@@ -1,4 +1,4 @@
-"""The HTTP server's limits (scoreboard/http_server.py), against real `run.py` processes.
+"""The HTTP server's limits (scoreboard/handlers/http_server.py), against real `run.py` processes.
 
 Deadlines are shrunk with their flags; the descriptor test runs the server under a low
 `ulimit -n` and fills it with connections that never send a request head.

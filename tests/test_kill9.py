@@ -157,7 +157,7 @@ def _stored_keys(db: Path) -> set[str]:
 
 
 def _rebuilt_from_database(db: Path) -> tuple[int, list[tuple]]:
-    """The board's seq and standings computed from the file alone (ranking rules of SPEC 4)."""
+    """The board's seq and standings computed from the file alone (docs/rules.md)."""
     with sqlite3.connect(db) as conn:
         seq = conn.execute("SELECT seq FROM boards WHERE id = 'b'").fetchone()[0]
         rows = conn.execute(

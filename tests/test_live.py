@@ -1,4 +1,4 @@
-"""Live delivery end to end (SPEC section 5): a real server, real WebSocket clients.
+"""Live delivery end to end (docs/protocol.md): a real server, real WebSocket clients.
 
 Timers are shrunk through settings. Clients are Tornado's `websocket_connect`, plus a raw
 socket client that completes the handshake by hand where a test needs a peer that misbehaves
@@ -726,7 +726,7 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(live
         # The healthy client keeps up the whole time.
         while True:
             try:
-                message = await asyncio.wait_for(healthy.read_message(), 0.001)
+                await asyncio.wait_for(healthy.read_message(), 0.001)
             except TimeoutError:
                 break
             received += 1
@@ -750,7 +750,6 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(live
     await service.submit_score(SERVER, "b", {"score": score + 1, "user_id": "last"})
     await read_type(healthy, "score_update")  # still live after the other was dropped
     await close_all(api, healthy)
-    del message
 
 
 async def test_a_reader_that_stops_is_closed_though_the_kernel_holds_its_backlog(live):

@@ -411,6 +411,17 @@ def test_page_bounds():
         board.page(0, -2)
 
 
+def test_the_top_is_the_first_ten():
+    # The product promises a top 10 (top_10 in frames, pages and the long-poll): pin the size.
+    assert TOP_N == 10
+    assert len(numbered_board(11).top()) == 10
+    # A better subscore moves nobody: the 11th player's change is outside the top, the 10th's in.
+    eleventh = numbered_board(11).submit("p10", "P10", 990, 1, now=NOW)
+    assert eleventh.improved and eleventh.rank == 11 and not eleventh.top_changed
+    tenth = numbered_board(11).submit("p09", "P09", 991, 1, now=NOW)
+    assert tenth.improved and tenth.rank == 10 and tenth.top_changed
+
+
 def test_top():
     board = numbered_board(25)
     assert [e.user_id for e in board.top()] == [f"p{i:02d}" for i in range(TOP_N)]

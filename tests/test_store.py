@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -17,16 +18,9 @@ from alembic.migration import MigrationContext
 
 from scoreboard import errors, ranking
 from scoreboard import store as store_module
-from scoreboard.store import (
-    BoardConfig,
-    LoadedBoard,
-    ScoreWrite,
-    Store,
-    StoredAnswer,
-    UserRow,
-    make_engine,
-    metadata,
-)
+from scoreboard.schemas import BoardConfig, new_board
+from scoreboard.store import Store, make_engine
+from scoreboard.tables import LoadedBoard, ScoreWrite, StoredAnswer, UserRow, metadata
 
 T = TypeVar("T")
 
@@ -55,18 +49,9 @@ def run(url: str, scenario: Callable[[Store], Awaitable[T]], **options: Any) -> 
 
 
 def board(board_id: str = "b", **changes: Any) -> BoardConfig:
-    fields: dict[str, Any] = {
-        "id": board_id,
-        "title": f"Board {board_id}",
-        "order": "desc",
-        "operator": "best",
-        "min_score": None,
-        "max_score": None,
-        "player_submissions": True,
-        "reset_schedule": "never",
-        "created_at": 1_790_000_000.25,
-    }
-    return BoardConfig(**(fields | changes))
+    """A board with every default setting (as the API would make it), then `changes`."""
+    made = new_board({"id": board_id, "title": f"Board {board_id}"}, created_at=1_790_000_000.25)
+    return replace(made, **changes)
 
 
 def write(

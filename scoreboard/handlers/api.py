@@ -1,4 +1,4 @@
-"""The JSON API of SPEC section 3: each method parses, calls one service function, answers."""
+"""The JSON API (docs/api.md): each method parses, calls one service function, answers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
-from .. import validation
-from ..service import MAX_AROUND_RADIUS, MAX_PAGE_LIMIT, MAX_POLL_TIMEOUT_S
+from .. import schemas
 from .base import BaseHandler, admin, authenticated, public, reader
 
 
@@ -78,13 +77,10 @@ class Board(BaseHandler):
 class Leaderboard(BaseHandler):
     @reader
     def get(self, board_id: str) -> None:
-        limit = validation.query_int(
-            self.get_query_argument("limit", None), "limit", default=10, low=1, high=MAX_PAGE_LIMIT
+        query = schemas.PAGE.parse(self.query_argument)
+        self.write_json(
+            self.service.leaderboard(board_id, limit=query["limit"], offset=query["offset"])
         )
-        offset = validation.query_int(
-            self.get_query_argument("offset", None), "offset", default=0, low=0, high=2**53 - 1
-        )
-        self.write_json(self.service.leaderboard(board_id, limit=limit, offset=offset))
 
 
 class Player(BaseHandler):
@@ -96,14 +92,8 @@ class Player(BaseHandler):
 class Around(BaseHandler):
     @reader
     def get(self, board_id: str, user_id: str) -> None:
-        radius = validation.query_int(
-            self.get_query_argument("radius", None),
-            "radius",
-            default=5,
-            low=0,
-            high=MAX_AROUND_RADIUS,
-        )
-        self.write_json(self.service.around(board_id, user_id, radius=radius))
+        query = schemas.AROUND.parse(self.query_argument)
+        self.write_json(self.service.around(board_id, user_id, radius=query["radius"]))
 
 
 class Scores(BaseHandler):
@@ -131,20 +121,11 @@ class Updates(BaseHandler):
 
     @reader
     async def get(self, board_id: str) -> None:
-        since = validation.query_int(
-            self.get_query_argument("since", None), "since", default=0, low=0, high=2**53 - 1
-        )
-        timeout = validation.query_int(
-            self.get_query_argument("timeout", None),
-            "timeout",
-            default=25,
-            low=0,
-            high=MAX_POLL_TIMEOUT_S,
-        )
+        query = schemas.UPDATES.parse(self.query_argument)
         started = time.monotonic()
         self._waiting = asyncio.ensure_future(
             self.service.wait_for_update(
-                board_id, since=since, timeout=timeout, identity=self.identity
+                board_id, since=query["since"], timeout=query["timeout"], identity=self.identity
             )
         )
         try:
@@ -165,7 +146,7 @@ class Updates(BaseHandler):
 
 
 class AdminStats(BaseHandler):
-    """Live figures of the WebSocket side (SPEC section 3)."""
+    """Live figures of the WebSocket side (docs/api.md)."""
 
     @admin
     def get(self) -> None:

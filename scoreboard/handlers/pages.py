@@ -22,11 +22,10 @@ from urllib.parse import quote
 import orjson
 import tornado.web
 
-from .. import metrics
+from .. import frames, metrics
 from ..auth import Identity, Role
 from ..errors import AuthFailed, NotFound, NotReady, ScoreboardError
 from ..formatting import format_score, parse_score_input
-from ..ranking import TOP_N
 from .base import RouteMethods, Services, admin, public, reader, send_problem
 
 TOKEN_COOKIE = "scoreboard_token"
@@ -418,15 +417,14 @@ def board_view(services: Services, board_id: str, identity: Identity | None) -> 
     board = state.to_json()
     ranks = state.ranks
     you = ranks.entry(identity.sub) if identity is not None else None
-    around = ranks.around(identity.sub, AROUND_RADIUS) if you is not None else []
+    around = ranks.around(you.user_id, AROUND_RADIUS) if you is not None else []
     may_submit = identity is not None and (
         identity.role is not Role.PLAYER or board["player_submissions"]
     )
     data = {
+        # seq, top_10 and you as a snapshot carries them; the board itself, not only its id.
+        **frames.board_view(board_id, ranks, you),
         "board": board,
-        "seq": ranks.seq,
-        "top_10": [e.to_json() for e in ranks.top(TOP_N)],
-        "you": you.to_json() if you is not None else None,
         "around": [e.to_json() for e in around],
         "total_players": len(ranks),
         "user": (

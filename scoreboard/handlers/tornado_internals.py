@@ -75,6 +75,8 @@ class LeanWebSocketHandler(tornado.websocket.WebSocketHandler):
         protocol = self.ws_connection
         assert protocol is not None
         stream = protocol.stream
+        if stream is None:
+            raise RuntimeError("attach_stream() is for an upgraded connection")
         self._stream = stream
         # The fast path writes to the socket itself; TLS streams always go through Tornado.
         self._socket = None if isinstance(stream, SSLIOStream) else stream.socket
@@ -166,7 +168,7 @@ class LeanWebSocketHandler(tornado.websocket.WebSocketHandler):
             raw = fcntl.ioctl(stream.socket.fileno(), termios.TIOCOUTQ, _INT_BUFFER)
         except OSError:
             return 0
-        return struct.unpack("i", raw)[0]
+        return int(struct.unpack("i", raw)[0])
 
     def abort(self) -> None:
         """Drop the TCP connection at once (the peer is gone or hostile)."""

@@ -13,16 +13,20 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from scoreboard.store import make_engine, metadata
+from scoreboard.store import make_engine
+from scoreboard.tables import metadata
 
 config = context.config
 target_metadata = metadata
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
         "sqlalchemy.url"
     )
+    if url is None:
+        raise RuntimeError("no database URL: pass -x url=... or set sqlalchemy.url")
+    return url
 
 
 def _run(connection: Connection) -> None:

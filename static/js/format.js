@@ -3,7 +3,7 @@
  * dependencies.
  *
  * Scores stay integers on the wire; a board's `score_format` decides how one is shown
- * (SPEC section 3). scoreboard/formatting.py implements the same rules on the server, and
+ * (docs/api.md#score-display-score_format). scoreboard/formatting.py implements the same rules on the server, and
  * both are checked against the one table of cases in tests/score_format_cases.json.
  *
  * All arithmetic is on BigInt, never on floating-point, so every score within

@@ -27,6 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,8 +35,8 @@ from tornado import httputil
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
-from . import metrics
-from .handlers.tornado_internals import ListenerHTTPServer
+from .. import metrics
+from .tornado_internals import ListenerHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,14 @@ def head_size(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeade
     """About the bytes of a request head as sent (the parsed form no longer has them)."""
     size = len(start_line.method) + len(start_line.path) + len(start_line.version) + 4
     return size + sum(len(name) + len(value) + 4 for name, value in headers.get_all())
+
+
+@dataclass(slots=True)
+class _AcceptState:
+    """One listening socket's accept loop: stopped for good, or paused until a timer."""
+
+    removed: bool = False
+    paused: object | None = None  # the IOLoop timeout handle while accepting is paused
 
 
 class ScoreboardHTTPServer(ListenerHTTPServer):
@@ -104,11 +113,11 @@ class ScoreboardHTTPServer(ListenerHTTPServer):
 
     def watch_listener(self, sock: socket.socket) -> Any:
         loop = IOLoop.current()
-        state = {"removed": False, "paused": None}
+        state = _AcceptState()
 
         def ready(fd: Any, events: int) -> None:
             for _ in range(ACCEPT_BATCH):
-                if state["removed"]:
+                if state.removed:
                     return
                 try:
                     connection, address = sock.accept()
@@ -121,19 +130,19 @@ class ScoreboardHTTPServer(ListenerHTTPServer):
                         raise
                     self._out_of_descriptors(sock, exc)
                     loop.remove_handler(sock)
-                    state["paused"] = loop.call_later(ACCEPT_PAUSE_S, resume)
+                    state.paused = loop.call_later(ACCEPT_PAUSE_S, resume)
                     return
                 self.serve_connection(connection, address)
 
         def resume() -> None:
-            state["paused"] = None
-            if not state["removed"]:
+            state.paused = None
+            if not state.removed:
                 loop.add_handler(sock, ready, IOLoop.READ)
 
         def remove() -> None:
-            state["removed"] = True
-            if state["paused"] is not None:
-                state["paused"].cancel()
+            state.removed = True
+            if state.paused is not None:
+                loop.remove_timeout(state.paused)
             else:
                 loop.remove_handler(sock)
 
