@@ -154,10 +154,11 @@ class LatencyHistogram:
 
 
 def schedule(rate: float, duration: float) -> list[float]:
-    """Offsets in seconds from the start at which posts are due: `rate` per second, evenly."""
+    """Offsets from the start at which posts are due: `rate` per second, every one due before
+    `duration` ends."""
     if rate <= 0 or duration <= 0:
         return []
-    return [i / rate for i in range(int(rate * duration + 1e-9))]
+    return [i / rate for i in range(math.ceil(rate * duration - 1e-9))]
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -1231,7 +1232,8 @@ class Progress:
         self.children: Children | None = None
         self.poster: Poster | None = None
         self._task: asyncio.Task[None] | None = None
-        self._started = 0.0
+        self._started = self._last_time = 0.0
+        self._last_frames = 0
 
     def frames(self) -> int:
         frames = self.group.frames
@@ -1254,32 +1256,35 @@ class Progress:
 
     def start(self) -> None:
         if self.options.progress is not None:
-            self._started = time.monotonic()
+            self._started = self._last_time = time.monotonic()
+            self._last_frames = self.frames()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def stop(self) -> None:
+        """Stops the line; the last one is written now, so even a short run shows one."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
+            self.line()
 
     async def _run(self) -> None:
-        out = self.options.progress
-        assert out is not None
-        last_frames, last_time = self.frames(), time.monotonic()
         while True:
             await asyncio.sleep(PROGRESS_S)
-            now, frames = time.monotonic(), self.frames()
-            rate = (frames - last_frames) / (now - last_time)
-            last_frames, last_time = frames, now
-            poster = self.poster
-            posts = f"{poster.sent} sent, {poster.accepted} accepted" if poster else "-"
-            p99 = self.group.latency.quantile(0.99) * 1000  # this process's clients only
-            errors = sum(self.group.errors.values()) + (
-                sum(poster.failed.values()) if poster else 0
-            )
-            out.write(
-                f"loadtest {now - self._started:5.1f}/{self.options.duration:g} s | "
-                f"posts {posts} | frames {frames:,} ({rate:,.0f}/s) | "
-                f"latency p99 {p99:.1f} ms | errors {errors}\n"
-            )
-            out.flush()
+            self.line()
+
+    def line(self) -> None:
+        out = self.options.progress
+        assert out is not None
+        now, frames = time.monotonic(), self.frames()
+        rate = (frames - self._last_frames) / max(now - self._last_time, 1e-9)
+        self._last_frames, self._last_time = frames, now
+        poster = self.poster
+        posts = f"{poster.sent} sent, {poster.accepted} accepted" if poster else "-"
+        p99 = self.group.latency.quantile(0.99) * 1000  # this process's clients only
+        errors = sum(self.group.errors.values()) + (sum(poster.failed.values()) if poster else 0)
+        out.write(
+            f"loadtest {now - self._started:5.1f}/{self.options.duration:g} s | "
+            f"posts {posts} | frames {frames:,} ({rate:,.0f}/s) | "
+            f"latency p99 {p99:.1f} ms | errors {errors}\n"
+        )
+        out.flush()
