@@ -352,7 +352,7 @@ class Client:
         self.fd = sock.fileno()
         self.parser = FrameParser()
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.head = b""  # the upgrade answer, until it is complete
+        self.head: bytes | None = b""  # the upgrade answer until it is complete; then None
         self.last_index = -1  # highest post index seen in a score_update
         self.closed = False
         self.connect_started = 0.0
@@ -381,7 +381,7 @@ class Client:
         if not data:
             self.lost("connection closed by the server without a close frame")
             return
-        if not self.upgraded.done():
+        if self.head is not None:
             data = self.handshake(data)
             if not data:
                 return
@@ -397,12 +397,13 @@ class Client:
 
     def handshake(self, data: bytes) -> bytes:
         """Reads the 101 answer; returns the bytes after it (frames), or b"" if not done."""
+        assert self.head is not None
         parsed = parse_response_head(self.head + data)
         if parsed is None:
             self.head += data
             return b""
         status, head, rest = parsed
-        self.head = b""
+        self.head = None
         if status != 101:
             self.group.errors[f"handshake HTTP {status}"] += 1
             self.upgraded.set_exception(HandshakeRefused(status, head + b"\r\n\r\n" + rest))
