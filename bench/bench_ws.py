@@ -140,7 +140,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(broadcast_interval_ms: int | None, max_connections: int) -> Iterator[Server]:
+def running_server(
+    broadcast_interval_ms: int | None, max_connections: int, *extra_args: str
+) -> Iterator[Server]:
     """`run.py` on a free port and a fresh SQLite file; stopped and removed however we leave."""
     workdir = Path(tempfile.mkdtemp(prefix="bench_ws-"))
     log_path = workdir / "server.log"
@@ -160,6 +162,7 @@ def running_server(broadcast_interval_ms: int | None, max_connections: int) -> I
     ]  # fmt: skip
     if broadcast_interval_ms is not None:
         command += ["--broadcast-interval-ms", str(broadcast_interval_ms)]
+    command += extra_args
     process = None
     try:
         with log_path.open("wb") as log_file:
