@@ -478,6 +478,7 @@ class ClientGroup:
         self.pending: list[tuple[int, float]] = []  # frames that arrived before their post time
         self.latency = LatencyHistogram()
         self.delivered = 0  # (post, subscriber) pairs seen
+        self.posts = 0  # posts this run will make: a higher top score is no post of ours
         self.errors: Counter[str] = Counter()
         self.close_codes: Counter[int] = Counter()
         self.connect_times: list[float] = []
@@ -569,6 +570,8 @@ class ClientGroup:
 
     def top_score(self, client: Client, index: int, now: float) -> None:
         """A frame's top score says it holds every post up to `index`: time those not seen."""
+        if index >= self.posts:  # not a post of this run (another poster's score on top)
+            return
         last = client.last_index
         if index <= last:
             return
@@ -994,6 +997,7 @@ async def _child(config: dict[str, Any]) -> None:
     group = ClientGroup(
         target, config["protocol"], base=config["base"], kernel_timestamps=config["kernel_ts"]
     )
+    group.posts = config["posts"]
     out = sys.stdout
 
     def emit(message: dict[str, Any]) -> None:
@@ -1093,8 +1097,9 @@ async def run(options: Options) -> dict[str, Any]:
     base = score_base(time.time())
     group.base = base
     path = subscriber_path(options.board)
-    tokens = list(itertools.islice(itertools.cycle(options.subscriber_tokens), options.clients))
     offsets = schedule(options.rate, options.duration)
+    group.posts = len(offsets)
+    tokens = list(itertools.islice(itertools.cycle(options.subscriber_tokens), options.clients))
     progress = Progress(options, group)
     try:
         await prepare_board(http, options)
@@ -1109,6 +1114,7 @@ async def run(options: Options) -> dict[str, Any]:
                 "path": path,
                 "protocol": Protocol.SCOREBOARD,
                 "base": base,
+                "posts": len(offsets),
                 "kernel_ts": options.kernel_timestamps,
             }
             sizes = split(len(tokens), options.processes)
