@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from server_process import REPO, SECRET, ServerProcess
@@ -16,6 +17,7 @@ from scoreboard.loadtest import (
     OP_CLOSE,
     OP_PING,
     OP_TEXT,
+    ClientGroup,
     FrameParser,
     LatencyHistogram,
     LoadtestError,
@@ -152,6 +154,25 @@ def test_frame_parser_joins_fragments_around_control_frames():
         + server_frame(b"!", 0x0, fin=True)
     )
     assert FrameParser().feed(stream) == [(OP_PING, b""), (OP_TEXT, b"hello!")]
+
+
+def test_group_times_each_post_once_and_only_this_runs_posts():
+    group = ClientGroup(Target("127.0.0.1", 1))
+    group.posts = 3
+    client = SimpleNamespace(last_index=-1)
+    group.post_sent(0, 10.0)
+    group.post_sent(1, 10.1)
+    group.top_score(client, 1_000_000, 10.5)  # someone else's score on top: not ours to time
+    assert (group.delivered, group.latency.count) == (0, 0)
+    group.top_score(client, 1, 10.2)  # one frame holding posts 0 and 1
+    assert (group.delivered, group.latency.count) == (2, 2)
+    assert group.latency.max == pytest.approx(0.2)
+    group.top_score(client, 0, 10.3)  # an older frame again: nothing new
+    group.top_score(client, 2, 10.4)  # before its send time reached this process
+    assert (group.delivered, group.latency.count, len(group.pending)) == (3, 2, 1)
+    group.post_sent(2, 10.35)
+    assert group.report()["delivered"] == 3
+    assert group.latency.count == 3 and not group.pending
 
 
 def test_close_code_and_response_head():
