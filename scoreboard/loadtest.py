@@ -50,6 +50,7 @@ PLAYERS = 10  # posts cycle through this many players, so each post reshuffles t
 SCORE_UNITS_PER_S = 100_000  # score base = wall clock in 10 us units: above any earlier run's
 CHILD_READY_TIMEOUT_S = 120.0
 POSTER_SUB = "loadtest-poster"
+MAX_POST_CONNECTIONS = 64  # HTTP posts in flight at most, one per keep-alive connection
 # A connection may send 20 messages/s (burst 50) before the server refuses them: stay below.
 WS_POSTS_PER_CONNECTION_S = 15.0
 ADMIN_SUB = "loadtest-admin"
@@ -370,6 +371,7 @@ class Client:
             if group.kernel_timestamps:
                 data, ancillary, _, _ = self.sock.recvmsg(RECV_BYTES, ANCILLARY_BYTES)
                 now = kernel_time(ancillary)
+                group.read_delay.add(max(0.0, time.time() - now))  # our own delay, per read
             else:
                 data = self.sock.recv(RECV_BYTES)
                 now = time.time()
@@ -477,6 +479,7 @@ class ClientGroup:
         self.sent_at: dict[int, float] = {}  # post index -> wall time the poster wrote it
         self.pending: list[tuple[int, float]] = []  # frames that arrived before their post time
         self.latency = LatencyHistogram()
+        self.read_delay = LatencyHistogram()  # kernel receive -> read (--kernel-timestamps)
         self.delivered = 0  # (post, subscriber) pairs seen
         self.posts = 0  # posts this run will make: a higher top score is no post of ours
         self.errors: Counter[str] = Counter()
@@ -612,6 +615,7 @@ class ClientGroup:
             "frames": self.frames,
             "delivered": self.delivered,
             "latency": self.latency.to_json(),
+            "read_delay": self.read_delay.to_json(),
             "errors": dict(self.errors),
             "close_codes": {str(k): v for k, v in self.close_codes.items()},
         }
@@ -787,34 +791,77 @@ class Poster(abc.ABC):
 
 
 class HttpPoster(Poster):
-    """Posts pipelined on one keep-alive connection: a slow answer never delays the next post."""
+    """Posts on a pool of keep-alive connections, one post in flight on each.
+
+    Tornado reads a connection's next request only after answering the one before, so posts
+    pipelined on one connection would wait behind every slow commit and the figures would
+    measure that queue. A post goes out on an idle connection, else on a new one (up to
+    MAX_POST_CONNECTIONS; beyond that it waits for one, and its time starts when written).
+    Posts on different connections may be applied a few ms out of order.
+    """
 
     def __init__(self, http: HttpConnection, bearer: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.http = http
+        self.target = http.target
         self.bearer = bearer
         self.path = f"/api/boards/{kwargs['board']}/scores"
-        self._queue: asyncio.Queue[int] = asyncio.Queue()
-        self._reader = asyncio.get_running_loop().create_task(self._read_answers())
+        self.idle: list[HttpConnection] = [http]
+        self.connections: list[HttpConnection] = [http]
+        self.waiting: list[int] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def send(self, index: int) -> None:
-        self.http.send("POST", self.path, self.body(index), self.bearer)
-        self.note_sent(index)
-        self._queue.put_nowait(index)
+        if self.idle:
+            http = self.idle.pop()
+            self._write(http, index)
+            self._spawn(self._answer(http, index))
+        elif len(self.connections) < MAX_POST_CONNECTIONS:
+            self._spawn(self._open_and_post(index))
+        else:
+            self.waiting.append(index)
 
-    async def _read_answers(self) -> None:
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _write(self, http: HttpConnection, index: int) -> None:
+        http.send("POST", self.path, self.body(index), self.bearer)
+        self.note_sent(index)
+
+    async def _open_and_post(self, index: int) -> None:
+        http = HttpConnection(self.target)
+        self.connections.append(http)
+        try:
+            await http.open()
+        except LoadtestError as exc:
+            self.connections.remove(http)
+            self.note_answer(index, f"post: {exc}")
+            return
+        self._write(http, index)
+        await self._answer(http, index)
+
+    async def _answer(self, http: HttpConnection, index: int) -> None:
         while True:
-            index = await self._queue.get()
             try:
-                status, _ = await self.http.response()
+                status, _ = await http.response()
             except (OSError, asyncio.IncompleteReadError) as exc:
                 self.note_answer(index, f"post: {type(exc).__name__}")
-                continue
+                http.close()
+                self.connections.remove(http)
+                return
             self.note_answer(index, None if status < 300 else f"post HTTP {status}")
+            if not self.waiting:
+                self.idle.append(http)
+                return
+            index = self.waiting.pop(0)
+            self._write(http, index)
 
     def close(self) -> None:
-        self._reader.cancel()
-        self.http.close()
+        for task in self._tasks:
+            task.cancel()
+        for http in self.connections:
+            http.close()
 
 
 class WsPoster(Poster):
@@ -1068,7 +1115,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "delivered": 0,
         "cpu_s": 0.0,
     }
-    latency, lag = LatencyHistogram(), LatencyHistogram()
+    latency, lag, read_delay = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
     errors: Counter[str] = Counter()
     codes: Counter[str] = Counter()
     for report in reports:
@@ -1078,9 +1125,10 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         merged["cpu_s"] += report["cpu_s"]
         latency.merge(LatencyHistogram.from_json(report["latency"]))
         lag.merge(LatencyHistogram.from_json(report["loop_lag"]))
+        read_delay.merge(LatencyHistogram.from_json(report["read_delay"]))
         errors.update(report["errors"])
         codes.update(report["close_codes"])
-    merged["latency"], merged["loop_lag"] = latency, lag
+    merged["latency"], merged["loop_lag"], merged["read_delay"] = latency, lag, read_delay
     merged["errors"], merged["close_codes"] = errors, codes
     return merged
 
@@ -1224,6 +1272,8 @@ async def run(options: Options) -> dict[str, Any]:
         "open_at_end": merged["open"],
         "client": {
             "loop_lag_ms": lag.summary_ms(),
+            # With --kernel-timestamps: how long frames waited in the socket for this process.
+            "read_delay_ms": merged["read_delay"].summary_ms(),
             "cpu_s": round(merged["cpu_s"], 3),
             "cpu_us_per_frame": round(merged["cpu_s"] / frames * 1e6, 2) if frames else None,
         },

@@ -240,10 +240,12 @@ def check_full_delivery(result: subprocess.CompletedProcess, clients: int, posts
     assert summary["connect"] == {**summary["connect"], "connected": clients, "failed": 0}
     assert summary["posts"]["sent"] == summary["posts"]["accepted"] == posts
     assert summary["posts"]["failed"] == {}
-    # Every post puts a new score on top, so each one changes the top 10: one frame per post
-    # and subscriber at least, and every (post, subscriber) pair is timed.
-    assert summary["frames"]["received"] >= posts * clients
+    # Every post puts a new score on top, so each one changes the top 10 and every
+    # (post, subscriber) pair is timed. Frames are one per post and subscriber on a quiet
+    # machine; on a busy one two posts committed in one batch share a frame, so their count
+    # is bounded, not exact.
     assert summary["deliveries"] == {"expected": posts * clients, "delivered": posts * clients}
+    assert clients <= summary["frames"]["received"] <= posts * clients * 2
     assert summary["latency_ms"]["count"] == posts * clients
     assert 0 <= summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
     assert summary["latency_ms"]["p99"] <= summary["latency_ms"]["max"]
@@ -283,6 +285,7 @@ def test_tokens_file_and_kernel_timestamps(server, tmp_path):
     )
     summary = check_full_delivery(result, clients=5, posts=10)
     assert summary["kernel_timestamps"] is True
+    assert summary["client"]["read_delay_ms"]["count"] > 0  # kernel stamps were read
 
 
 def test_missing_board_is_named_unless_created(server):
