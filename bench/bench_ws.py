@@ -19,13 +19,12 @@ frames N: N clients subscribe to board `b` (`/ws?board=b`, `Authorization: Beare
   with the `scoreboard_broadcast_latency_seconds` histogram of each run.
 memory N: after 200 warm-up connections, N idle authenticated connections are opened; the
   server's VmRSS delta (/proc/PID/status) divided by N. Each run uses a fresh server.
-latency N RATE: N subscribers; RATE posts/s for --seconds, sent on an absolute schedule and
-  pipelined on one keep-alive connection (a slow answer does not delay the next post, and the
-  server applies them in order). Post i sets a player to SCORE_BASE + i, so a frame whose top
-  score is SCORE_BASE + j holds every post up to j; each client records, per post, when the
-  first score_update holding it arrived (time.monotonic, same process as the poster). Also the
-  server's event-loop lag p99 (its probe runs every 0.5 s: ~20 samples in 10 s) and this
-  process's own loop lag: the figures include the time this process takes to read N sockets.
+latency N RATE: `run.py loadtest`'s run (scoreboard.loadtest) with N subscribers and RATE
+  posts/s for --seconds: posts on an absolute schedule over a pool of keep-alive connections,
+  each subscriber timing every post from the moment it was written until the first frame
+  holding it was read. Also the server's event-loop lag p99 (its probe runs every 0.5 s: ~20
+  samples in 10 s) and this process's own loop lag: the figures include the time this process
+  takes to read N sockets.
   The server runs with its default --broadcast-interval-ms unless the option is given:
 
     .venv/bin/python bench/bench_ws.py latency 1000 100 --broadcast-interval-ms 1
@@ -59,13 +58,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scoreboard import loadtest
 from scoreboard.loadtest import (
     Client,
     ClientGroup,
     HttpConnection,
     Protocol,
     Target,
-    percentile,
     upgrade_request,
 )
 
@@ -87,7 +86,6 @@ CONNECTIONS_TIMEOUT_S = 10.0  # memory mode: longest wait for the server to coun
 SETTLE_S = 1.0  # quiet time before reading CPU or RSS, so in-flight work is counted
 MEMORY_WARMUP_CONNECTIONS = 200
 LATENCY_DRAIN_S = 2.0  # latency mode: wait after the last post for its frames
-CLIENT_LAG_PROBE_S = 0.01  # period of this process's own event-loop lag probe
 
 TARGET_CPU_PER_FRAME_US = 6.0
 TARGET_RSS_PER_CONNECTION_KIB = 12.0
@@ -611,114 +609,58 @@ def measure_memory(connections: int, runs: int) -> None:
 # -- latency: score posted -> frame received -------------------------------------------------
 
 
-class ArrivalLog:
-    """Per post, its send time; per (client, post), the delay until a frame first held it.
-
-    Two views of the same frames: `delays` counts every post, so a post merged into a later
-    coalesced frame counts its wait for the window to end; `freshness` counts, per frame, only
-    the newest post it holds: how old the newest state is when a client sees it.
-    """
-
-    def __init__(self) -> None:
-        self.sent_at: dict[int, float] = {}
-        self.delays: list[float] = []
-        self.freshness: list[float] = []
-
-    def on_top_score(self, client: Client, index: int) -> None:
-        now = time.monotonic()
-        sent_at = self.sent_at
-        for post in range(client.last_index + 1, index + 1):
-            if post in sent_at:  # the posts made before the timed window are not counted
-                self.delays.append(now - sent_at[post])
-        if index > client.last_index and index in sent_at:
-            self.freshness.append(now - sent_at[index])
-        client.last_index = max(client.last_index, index)
-
-
-async def probe_own_lag(samples: list[float]) -> None:
-    """This process's event-loop lag: how late the client side reads its sockets."""
-    loop = asyncio.get_running_loop()
-    while True:
-        due = loop.time() + CLIENT_LAG_PROBE_S
-        await asyncio.sleep(CLIENT_LAG_PROBE_S)
-        samples.append(max(0.0, loop.time() - due))
-
-
-async def post_at_rate(poster: Poster, log: ArrivalLog, rate: float, seconds: float) -> float:
-    """Posts on an absolute schedule, pipelined on one connection so that a slow answer neither
-    delays the next post nor lets two posts swap order; returns the rate reached."""
-    count = int(rate * seconds)
-    answers = asyncio.create_task(read_answers(poster, count))
-    start = time.monotonic()
-    for number in range(count):
-        delay = start + number / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        log.sent_at[poster.next_index] = time.monotonic()
-        poster.send(BOARD)
-    achieved = count / (time.monotonic() - start)
-    await answers
-    return achieved
-
-
-async def read_answers(poster: Poster, count: int) -> None:
-    for _ in range(count):
-        await poster.answer(BOARD)
-
-
 async def measure_latency(
     server: Server, subscribers: int, rate: float, seconds: float, interval: str
 ) -> None:
     http = await HttpClient.connect(server.port)
-    log = ArrivalLog()
-    clients: Watchers | None = None
-    own_lag: list[float] = []
     try:
-        await create_boards(http, BOARD)
-        poster = Poster(http)
-        for _ in range(PLAYERS):
-            await poster.post(BOARD)
-        clients = await open_clients(server.port, subscribers, BOARD, "sub", log.on_top_score)
-        await asyncio.sleep(SETTLE_S)
         before = await scrape(http)
-        lag_probe = asyncio.create_task(probe_own_lag(own_lag))
-        achieved = await post_at_rate(poster, log, rate, seconds)
-        after = await scrape(http)  # the load window only, before the drain
-        await asyncio.sleep(LATENCY_DRAIN_S)
-        lag_probe.cancel()
+        summary = await loadtest.run(
+            loadtest.Options(
+                url=f"http://{HOST}:{server.port}",
+                clients=subscribers,
+                rate=rate,
+                duration=seconds,
+                board=BOARD,
+                drain=LATENCY_DRAIN_S,
+                subscriber_tokens=[token(f"sub{n}") for n in range(subscribers)],
+                poster_token=token("bench-feeder", "server"),
+                admin_token=token("bench-admin", "admin"),
+                create_board=True,
+            )
+        )
+        after = await scrape(http)
     finally:
-        if clients is not None:
-            clients.close()
         http.close()
 
-    expected = len(log.sent_at) * subscribers
-    delays = sorted(log.delays)
-    freshness = sorted(log.freshness)
+    latency, deliveries = summary["latency_ms"], summary["deliveries"]
     loop_lag = after.loop_lag.minus(before.loop_lag)
-    own_lag.sort()
     print_table(
         f"latency: {subscribers:,} subscribers, {rate:g} posts/s for {seconds:g} s "
-        f"({achieved:.1f} posts/s sent), broadcast interval {interval}",
+        f"({summary['posts']['per_s']} posts/s sent), broadcast interval {interval}",
         [
-            ("posted -> frame received p50", ms(percentile(delays, 0.5)), "-"),
+            ("posted -> frame received p50", f"{latency['p50']} ms", "-"),
             (
                 "posted -> frame received p99",
-                ms(percentile(delays, 0.99)),
+                f"{latency['p99']} ms",
                 f"p99 <= {TARGET_LATENCY_P99_MS:g} ms",
             ),
-            ("posted -> frame received max", ms(delays[-1]), "-"),
+            ("posted -> frame received max", f"{latency['max']} ms", "-"),
             (
-                "newest post in a frame -> received p99",
-                ms(percentile(freshness, 0.99)),
-                f"p99 <= {TARGET_LATENCY_P99_MS:g} ms",
+                "(post, client) pairs delivered",
+                f"{deliveries['delivered']:,}/{deliveries['expected']:,}",
+                "all",
             ),
-            ("(post, client) pairs delivered", f"{len(delays):,}/{expected:,}", "all"),
             (
                 f"server event-loop lag p99 ({loop_lag.count:.0f} probes)",
                 ms(loop_lag.quantile(0.99)),
                 f"p99 <= {TARGET_LOOP_LAG_P99_MS:g} ms",
             ),
-            ("bench process loop lag p99 (client side)", ms(percentile(own_lag, 0.99)), "-"),
+            (
+                "bench process loop lag p99 (client side)",
+                f"{summary['client']['loop_lag_ms']['p99']} ms",
+                "-",
+            ),
         ],
     )
 
