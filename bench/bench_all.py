@@ -8,7 +8,7 @@ with the date, the machine and its load. These machines are shared and their spe
 day to day, so a ratio to a peer measured minutes apart in the same run is the figure that
 counts; absolute times only calibrate. Every figure is the median of several runs.
 
-- CPU per delivered frame, 2,000 subscribers: the same raw clients (scoreboard.loadtest) connect
+- CPU per delivered frame, 2,000 subscribers: the same raw clients (scoreboard.loadclient) connect
   to each server in turn; each server is triggered to broadcast a 636-byte frame, the harness
   waits until every client has it, and the server's CPU time (/proc/PID/stat) for the same
   number of triggers that send nothing is subtracted. Peers (bench/peers/): the Python floor
@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ws
 from bench_ws import JWT_SECRET, cpu_seconds, free_port, rss_bytes, stop_process, token
 
-from scoreboard import loadtest
-from scoreboard.loadtest import ClientGroup, HttpConnection, Protocol, Target, upgrade_request
+from scoreboard import loadclient, loadtest
+from scoreboard.loadclient import ClientGroup, HttpConnection, Protocol, Target, upgrade_request
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "peers"
@@ -459,15 +459,15 @@ async def ws_submits_per_s(port: int, seconds: float) -> float:
     acked = errors = 0
     sending = True
 
-    def submit(client: loadtest.Client) -> None:
+    def submit(client: loadclient.Client) -> None:
         n = next(counter)
         data = {"board": "b", "user_id": f"u{n % 5000}", "score": n, "request_id": f"r{n}"}
         client.send(json.dumps({"type": "submit_score", "data": data}).encode())
 
-    def answer_for(client: loadtest.Client) -> Callable[[bytes], None]:
+    def answer_for(client: loadclient.Client) -> Callable[[bytes], None]:
         def on_answer(payload: bytes) -> None:
             nonlocal acked, errors
-            if payload.startswith(loadtest.ACK_PREFIX):
+            if payload.startswith(loadclient.ACK_PREFIX):
                 acked += 1
             else:
                 errors += 1

@@ -2,7 +2,7 @@
 
 Not a test: run it on purpose and read the tables. Each mode starts `run.py` on a free port with
 a fresh SQLite file in a temporary directory, drives it with the load generator's raw WebSocket
-clients (scoreboard.loadtest) in this process (sharing the machine with the server), prints its
+clients (scoreboard.loadclient) in this process (sharing the machine with the server), prints its
 figures with the target
 next to each, and stops the server and removes the directory on every exit path.
 
@@ -59,7 +59,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scoreboard import loadtest
-from scoreboard.loadtest import (
+from scoreboard.loadclient import (
     Client,
     ClientGroup,
     HttpConnection,

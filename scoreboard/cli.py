@@ -267,14 +267,14 @@ def _create_board(settings: config.Settings, args: argparse.Namespace) -> int:
 def _loadtest(settings: config.Settings, args: argparse.Namespace) -> int:
     import json
 
-    from . import loadtest
+    from . import loadclient, loadtest
 
     if args.drain < 0:
         print(f"scoreboard: --drain: must be 0 or more, got {args.drain!r}", file=sys.stderr)
         return 2
     try:
-        target = loadtest.Target.from_url(args.url)
-    except loadtest.LoadtestError as exc:
+        target = loadclient.Target.from_url(args.url)
+    except loadclient.LoadtestError as exc:
         print(f"scoreboard: {exc}", file=sys.stderr)
         return 2
     codec: TokenCodec | None = None
@@ -330,7 +330,7 @@ def _loadtest(settings: config.Settings, args: argparse.Namespace) -> int:
     )
     try:
         summary = asyncio.run(loadtest.run(options))
-    except loadtest.LoadtestError as exc:
+    except loadclient.LoadtestError as exc:
         print(f"scoreboard: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
