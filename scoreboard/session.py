@@ -24,7 +24,7 @@ from . import frames, metrics
 from .auth import Identity
 from .config import Settings
 from .connections import Connection, Sink
-from .errors import AuthFailed, BadRequest, Forbidden, NotFound, Overloaded, ScoreboardError
+from .errors import AuthFailed, BadRequest, Forbidden, Overloaded, ScoreboardError
 from .frames import CloseCode
 from .hub import Hub
 from .limits import TokenBucket
@@ -159,7 +159,13 @@ class Session:
         try:
             handler(self, data)
         except ScoreboardError as exc:
-            hub.send_error(conn, exc.code, exc.detail, request_id=data.get("request_id"))
+            hub.send_error(
+                conn,
+                exc.code,
+                exc.detail,
+                request_id=data.get("request_id"),
+                retry_after=exc.retry_after,
+            )
 
     def pong(self) -> None:
         """A protocol pong arrived."""
@@ -203,9 +209,8 @@ class Session:
         if not isinstance(board_id, str):
             # The message's shape is wrong (no `data`, no `board`): not an unknown board.
             raise BadRequest(f"board must be a string, got {board_id!r}"[:200])
-        state = self.sessions.service.boards.get(board_id)
-        if state is None:
-            raise NotFound(f"no board {board_id!r}")
+        # not_ready (not not_found) while the boards load or the database is away.
+        state = self.sessions.service.ready_board(board_id)
         boards = self.conn.boards
         if board_id not in boards and len(boards) >= MAX_SUBSCRIPTIONS:
             raise BadRequest(f"at most {MAX_SUBSCRIPTIONS} boards per connection")

@@ -119,3 +119,18 @@ async def test_anonymous_connections_cannot_submit_or_take_a_token(make_services
         ("forbidden", None),
     ]
     assert session.conn.state is ConnState.OPEN
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_subscribe_while_the_boards_load_answers_not_ready_not_not_found(make_services):
+    services = await make_services()
+    await services.service.create_board({"id": "b", "title": "B"})
+    sink = FakeSink()
+    session = services.sessions.open(sink, PLAYER, board=None, reconnect=False)
+    services.service.ready = False  # as between start-up and the end of loading
+    session.receive(raw("subscribe", board="b"))
+    services.service.ready = True
+    session.receive(raw("subscribe", board="nope"))
+    errors = [m["data"] for m in sent(sink) if m["type"] == "error"]
+    assert [e["code"] for e in errors] == ["not_ready", "not_found"]
+    assert errors[0]["retry_after"] > 0
