@@ -12,11 +12,27 @@ from collections.abc import Iterable
 # deadline is noticed at most 25 % late, but never more often than 50 times a second.
 MAX_SWEEP_PERIOD_S = 1.0
 MIN_SWEEP_PERIOD_S = 0.02
+# A board's broadcasts start at least this many times their own CPU time apart, so fan-out
+# takes at most about a quarter of the loop however big the room.
+BROADCAST_CPU_FACTOR = 4
 
 
-def broadcast_delay(*, last_sent_at: float, interval: float, now: float) -> float:
-    """Seconds until a board may send its next score_update: 0 after a quiet period."""
-    return max(0.0, last_sent_at + interval - now)
+def broadcast_window(*, last_cpu: float, floor: float, ceiling: float) -> float:
+    """The least time between the starts of two broadcasts of a board
+    (docs/protocol.md#coalescing): four times the CPU its last broadcast took, within bounds.
+
+    Four times keeps a board's fan-out under about a quarter of the loop; the floor keeps a tiny
+    room from sending a frame per post; the ceiling is `--broadcast-interval-ms`.
+    """
+    return min(ceiling, max(floor, BROADCAST_CPU_FACTOR * last_cpu))
+
+
+def broadcast_delay(
+    *, last_started_at: float, last_cpu: float, floor: float, ceiling: float, now: float
+) -> float:
+    """Seconds until a board may start its next broadcast: 0 after a quiet period."""
+    window = broadcast_window(last_cpu=last_cpu, floor=floor, ceiling=ceiling)
+    return max(0.0, last_started_at + window - now)
 
 
 def sweep_period(*, ping_interval: float, slow_consumer_timeout: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -137,3 +138,66 @@ def test_a_kernel_queue_that_never_shrinks_is_a_slow_consumer():
     assert closed[0] is conns[2]  # past the bound at the first look after it grew
     assert conns[1] in closed  # no shrink in 10 s
     assert conns[0] not in closed
+
+
+# -- broadcasts in slices ----------------------------------------------------------------------
+
+
+def _room_of(services, count: int) -> list:
+    """`count` subscribers of board "b", in the room's order; returns their sessions."""
+    sessions = []
+    for n in range(count):
+        viewer = Identity(sub=f"v{n}", role=Role.PLAYER, name=None, exp=2**40)
+        sessions.append(services.sessions.open(FakeSink(), viewer, board="b", reconnect=False))
+    return sessions
+
+
+def _messages(session) -> list[dict]:
+    return [m for blob in session.conn.sink.delivered for m in split_frames(blob)]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_big_room_is_sent_in_slices_and_a_ping_is_answered_between_them(make_services):
+    services = await make_services(broadcast_interval_ms=100)
+    service = services.service
+    await service.create_board({"id": "b", "title": "B"})
+    size = 3 * hub_module.BROADCAST_SLICE + 1
+    sessions = _room_of(services, size)
+    last = sessions[-1]  # the last member of the room: served by the last slice
+    await service.submit_score(SERVER, "b", {"score": 7, "user_id": "p1"})
+    # The first slice went out with the change; the rest wait for their loop turns.
+    served = [s for s in sessions if _messages(s)[-1]["type"] == "score_update"]
+    assert len(served) == hub_module.BROADCAST_SLICE
+    # A client message read in the meantime is handled before the room's last slice.
+    asyncio.get_running_loop().call_soon(last.receive, b'{"type": "ping", "data": {"t": 1}}')
+    await asyncio.sleep(0.2)
+    assert [m["type"] for m in _messages(last)[-2:]] == ["pong", "score_update"]
+    frames_sent = [s.conn.sink.delivered[-1] for s in sessions[:-1]]
+    # Every slice hands out the very same bytes object.
+    assert all(frame is frames_sent[0] for frame in frames_sent)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_broadcast_that_overtakes_unfinished_slices_never_sends_an_older_seq(
+    make_services,
+):
+    services = await make_services(broadcast_interval_ms=100)
+    service, hub = services.service, services.hub
+    await service.create_board({"id": "b", "title": "B"})
+    sessions = _room_of(services, 2 * hub_module.BROADCAST_SLICE + 200)
+    room = hub._rooms["b"]
+    for score in range(1, 6):
+        await service.submit_score(SERVER, "b", {"score": score, "user_id": f"p{score}"})
+        if room.timer is not None:  # play the window's timer firing before the slices end
+            room.timer.cancel()
+            hub._broadcast_due(room)
+        if score == 3:  # a newcomer mid-pass: its snapshot already holds the newest state
+            sessions += _room_of(services, 1)
+        assert room.fanout is not None and room.fanout.left  # slices still pending
+    await asyncio.sleep(0.2)
+    assert room.fanout is None
+    newest = service.board("b").ranks.seq
+    for session in sessions:
+        seqs = [m["data"]["seq"] for m in _messages(session) if "seq" in m["data"]]
+        assert seqs == sorted(set(seqs)), seqs  # strictly increasing for every connection
+        assert seqs[-1] == newest  # the newest frame won everywhere

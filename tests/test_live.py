@@ -27,6 +27,7 @@ from server_process import ServerProcess
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
+from scoreboard import hub as hub_module
 from scoreboard.auth import Identity, Role
 
 pytestmark = pytest.mark.gen_test(timeout=30)
@@ -467,14 +468,16 @@ async def test_the_event_loop_lag_probe_runs_whatever_else_happens(live):
     api = await live()
     lag = "scoreboard_event_loop_lag_seconds_count"
     probed = (await api.metric_values()).get(lag, 0.0)
-    deadline = time.monotonic() + 3  # it runs twice a second
+    deadline = time.monotonic() + 3  # it runs 40 times a second
     while (await api.metric_values()).get(lag, 0.0) <= probed:
         assert time.monotonic() < deadline, "the event-loop lag probe never ran"
         await asyncio.sleep(0.1)
 
 
 async def test_a_burst_is_coalesced_and_the_last_frame_equals_a_fresh_snapshot(live):
+    # Three subscribers cost microseconds a broadcast: the adaptive window is at its floor.
     interval_ms = 100
+    window_s = hub_module.MIN_BROADCAST_WINDOW_S
     api = await live(broadcast_interval_ms=interval_ms)
     await api.make_board("b")
     viewers = [await connect(api, api.token(f"v{i}"), query="board=b") for i in range(3)]
@@ -490,7 +493,7 @@ async def test_a_burst_is_coalesced_and_the_last_frame_equals_a_fresh_snapshot(l
     elapsed = time.monotonic() - started
     await asyncio.sleep(2 * interval_ms / 1000)
     fresh = service.board_view("b", None)
-    allowed = elapsed / (interval_ms / 1000) + 2
+    allowed = elapsed / window_s + 2
     for viewer in viewers:
         updates = []
         while True:
@@ -500,7 +503,7 @@ async def test_a_burst_is_coalesced_and_the_last_frame_equals_a_fresh_snapshot(l
                 break
             updates.append(message)
         assert all(m["type"] == "score_update" for m in updates)
-        assert 2 <= len(updates) <= allowed, (len(updates), allowed)
+        assert 2 <= len(updates) <= min(allowed, 199), (len(updates), allowed)
         seqs = [m["data"]["seq"] for m in updates]
         assert seqs == sorted(set(seqs))
         assert updates[-1]["data"]["seq"] == fresh["seq"]

@@ -9,6 +9,7 @@ import pytest
 from scoreboard.pacing import (
     abuse_streak_start,
     broadcast_delay,
+    broadcast_window,
     close_delay,
     kernel_check_slices,
     message_rate,
@@ -18,11 +19,44 @@ from scoreboard.pacing import (
 )
 
 
-def test_broadcast_delay_is_zero_after_a_quiet_period_and_the_rest_of_the_window_otherwise():
-    assert broadcast_delay(last_sent_at=-math.inf, interval=0.1, now=5.0) == 0
-    assert broadcast_delay(last_sent_at=4.0, interval=0.1, now=5.0) == 0
-    assert broadcast_delay(last_sent_at=4.97, interval=0.1, now=5.0) == pytest.approx(0.07)
-    assert broadcast_delay(last_sent_at=5.0, interval=0.1, now=5.0) == pytest.approx(0.1)
+@pytest.mark.parametrize(
+    ("last_cpu", "floor", "ceiling", "window"),
+    [
+        (0.0, 0.005, 0.1, 0.005),  # a tiny room: the floor
+        (0.001, 0.005, 0.1, 0.005),  # 4 ms is still under the floor
+        (0.002, 0.005, 0.1, 0.008),  # four times its CPU
+        (0.010, 0.005, 0.1, 0.040),
+        (0.025, 0.005, 0.1, 0.1),  # exactly the ceiling
+        (0.200, 0.005, 0.1, 0.1),  # a huge room: never longer than --broadcast-interval-ms
+        (0.002, 0.005, 0.001, 0.001),  # a ceiling under the floor wins (tests, frames bench)
+    ],
+)
+def test_broadcast_window_is_four_times_the_last_cpu_within_floor_and_ceiling(
+    last_cpu, floor, ceiling, window
+):
+    assert broadcast_window(last_cpu=last_cpu, floor=floor, ceiling=ceiling) == pytest.approx(
+        window
+    )
+
+
+@pytest.mark.parametrize(
+    ("last_started_at", "last_cpu", "now", "delay"),
+    [
+        (-math.inf, 0.0, 5.0, 0.0),  # the first change ever goes out at once
+        (4.0, 0.010, 5.0, 0.0),  # after a quiet period: at once
+        (4.99, 0.0, 5.0, 0.0),  # 10 ms since the last start, floor 5 ms: at once
+        (4.998, 0.0, 5.0, 0.003),  # the rest of the 5 ms floor
+        (4.98, 0.010, 5.0, 0.020),  # window 40 ms counted from the last start
+        (4.95, 0.050, 5.0, 0.050),  # window capped at the 100 ms ceiling
+        (5.0, 0.050, 5.0, 0.1),
+    ],
+)
+def test_broadcast_delay_counts_the_window_from_the_last_start(
+    last_started_at, last_cpu, now, delay
+):
+    assert broadcast_delay(
+        last_started_at=last_started_at, last_cpu=last_cpu, floor=0.005, ceiling=0.1, now=now
+    ) == pytest.approx(delay)
 
 
 def test_sweep_period_is_a_quarter_of_the_shortest_deadline_within_bounds():
