@@ -9,6 +9,7 @@ next to each, and stops the server and removes the directory on every exit path.
     .venv/bin/python bench/bench_ws.py frames 2000      # server CPU per delivered score_update
     .venv/bin/python bench/bench_ws.py memory 10000     # resident memory per idle connection
     .venv/bin/python bench/bench_ws.py latency 1000 100 # score posted -> frame received, 10 s
+    .venv/bin/python bench/bench_ws.py submit 50 20     # durable submit_score over WebSocket
 
 frames N: N clients subscribe to board `b` (`/ws?board=b`, `Authorization: Bearer`); ~200 HTTP
   posts, each putting a new player on top, are sent one at a time and each waits until every
@@ -22,12 +23,17 @@ memory N: after 200 warm-up connections, N idle authenticated connections are op
 latency N RATE: `run.py loadtest`'s run (scoreboard.loadtest) with N subscribers and RATE
   posts/s for --seconds: posts on an absolute schedule over a pool of keep-alive connections,
   each subscriber timing every post from the moment it was written until the first frame
-  holding it was read. Also the server's event-loop lag p99 (its probe runs every 0.5 s: ~20
+  holding it was read. Also the server's event-loop lag p99 (its probe runs every 25 ms: ~400
   samples in 10 s) and this process's own loop lag: the figures include the time this process
   takes to read N sockets.
   The server runs with its default --broadcast-interval-ms unless the option is given:
 
     .venv/bin/python bench/bench_ws.py latency 1000 100 --broadcast-interval-ms 1
+
+submit N DEPTH: N connections with a `server` token (nobody subscribed), each keeping DEPTH
+  `submit_score` messages in flight for --seconds, each for one of 1,000 players per connection
+  on an operator `set` board; acks/s, ack latency p50/p99 and the server's CPU per ack. The
+  server runs with a message rate limit high enough not to refuse them.
 
 Quantiles from /metrics are estimated from the histogram buckets by linear interpolation inside
 the bucket, as Prometheus' histogram_quantile() does; they are only as fine as the buckets.
@@ -54,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,6 +72,7 @@ from scoreboard.loadclient import (
     HttpConnection,
     Protocol,
     Target,
+    percentile,
     upgrade_request,
 )
 
@@ -665,6 +673,191 @@ async def measure_latency(
     )
 
 
+# -- submit: durable submit_score over WebSocket -----------------------------------------------
+
+
+class WsClient(asyncio.Protocol):
+    """One raw WebSocket client: sends the upgrade with a Bearer token, then discards data."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded.done():
+            self.frames_received(data)
+            return
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head, rest = bytes(self.buffer[:end]), bytes(self.buffer[end + 4 :])
+        self.buffer.clear()
+        if not head.startswith(b"HTTP/1.1 101"):
+            self.upgraded.set_exception(RuntimeError(f"handshake refused: {head[:120]!r}"))
+            return
+        self.upgraded.set_result(None)
+        if rest:
+            self.frames_received(rest)
+
+    def frames_received(self, data: bytes) -> None:
+        """Bytes after the handshake; this client reads them only to keep the socket drained."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed during the handshake"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+SUBMIT_BOARD = "s"
+SUBMIT_PLAYERS = 1000  # players per connection: scores are `set`, so each ack is a real write
+SUBMIT_LIMITS = ("--ws-message-rate", "1000000", "--ws-message-burst", "1000000")
+ACK_PREFIX = b'{"type":"ack"'
+ERROR_PREFIX = b'{"type":"error"'
+
+
+def client_frame(payload: bytes) -> bytes:
+    """A masked client text frame; a zero mask key leaves the payload as it is (RFC 6455)."""
+    length = len(payload)
+    if length < 126:
+        head = bytes((0x81, 0x80 | length))
+    else:
+        head = bytes((0x81, 0x80 | 126)) + length.to_bytes(2, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+class Submitter(WsClient):
+    """Keeps `depth` submit_score messages in flight until told to stop; times every ack."""
+
+    def __init__(self, request: bytes, number: int, depth: int) -> None:
+        super().__init__(request)
+        self.number = number
+        self.depth = depth
+        self.sent = 0
+        self.in_flight: dict[int, float] = {}  # request number -> when it was sent
+        self.ack_times: list[float] = []
+        self.errors: list[bytes] = []
+        self.stopping = False
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending = bytearray()
+
+    def start(self) -> None:
+        for _ in range(self.depth):
+            self.submit()
+
+    def submit(self) -> None:
+        n = self.sent
+        self.sent += 1
+        body = {
+            "type": "submit_score",
+            "data": {
+                "board": SUBMIT_BOARD,
+                "request_id": f"c{self.number}-{n}",
+                "user_id": f"c{self.number}-p{n % SUBMIT_PLAYERS}",
+                "score": n,
+            },
+        }
+        self.in_flight[n] = time.monotonic()
+        assert self.transport is not None
+        self.transport.write(client_frame(orjson.dumps(body)))
+
+    def frames_received(self, data: bytes) -> None:
+        pending = self.pending
+        pending += data
+        while len(pending) >= 2:
+            length, start = pending[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(pending[2:4], "big"), 4
+            end = start + length
+            if len(pending) < end:
+                return
+            payload = bytes(pending[start:end])
+            del pending[:end]
+            if payload.startswith(ACK_PREFIX) or payload.startswith(ERROR_PREFIX):
+                self.answered(payload)
+
+    def answered(self, payload: bytes) -> None:
+        data = orjson.loads(payload)["data"]
+        n = int(data["request_id"].rsplit("-", 1)[1])
+        sent_at = self.in_flight.pop(n)
+        if payload.startswith(ERROR_PREFIX):
+            self.errors.append(payload)
+        else:
+            self.ack_times.append(time.monotonic() - sent_at)
+        if not self.stopping:
+            self.submit()
+        elif not self.in_flight and not self.done.done():
+            self.done.set_result(None)
+
+
+async def open_submitters(port: int, count: int, depth: int) -> list[Submitter]:
+    """`count` clients with a `server` token each, opened CONNECT_BATCH at a time."""
+    loop = asyncio.get_running_loop()
+
+    async def open_one(number: int) -> Submitter:
+        bearer = token(f"feeder{number}", "server")
+        request = upgrade_request(f"{HOST}:{port}", "/ws", {"Authorization": f"Bearer {bearer}"})
+        _, client = await loop.create_connection(
+            lambda: Submitter(request, number, depth), HOST, port
+        )
+        await client.upgraded
+        return client
+
+    clients: list[Submitter] = []
+    for start in range(0, count, CONNECT_BATCH):
+        batch = range(start, min(count, start + CONNECT_BATCH))
+        clients += await asyncio.gather(*(open_one(number) for number in batch))
+    return clients
+
+
+async def measure_submit(server: Server, connections: int, depth: int, seconds: float) -> None:
+    http = await HttpClient.connect(server.port)
+    clients: list[Submitter] = []
+    try:
+        await create_boards(http, SUBMIT_BOARD)
+        clients = await open_submitters(server.port, connections, depth)
+        await asyncio.sleep(SETTLE_S)
+        cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+        for client in clients:
+            client.start()
+        await asyncio.sleep(seconds)
+        for client in clients:
+            client.stopping = True
+        await asyncio.gather(*(c.done for c in clients if c.in_flight))
+        elapsed = time.monotonic() - started
+        cpu = cpu_seconds(server.pid) - cpu_before
+    finally:
+        for client in clients:
+            client.close()
+        http.close()
+    acks = sorted(t for c in clients for t in c.ack_times)
+    errors = [e for c in clients for e in c.errors]
+    if not acks:
+        sys.exit(f"bench_ws: no acks; {len(errors)} errors, e.g. {errors[:1]!r}")
+    print_table(
+        f"submit: {connections} server-token connections, {depth} submit_score in flight each, "
+        f"{seconds:g} s, nobody subscribed",
+        [
+            ("acks/s", f"{len(acks) / elapsed:,.0f}", ">= 10,000/s"),
+            ("ack latency p50", ms(percentile(acks, 0.5)), "-"),
+            ("ack latency p99", ms(percentile(acks, 0.99)), "-"),
+            ("server CPU per ack", f"{cpu / max(1, len(acks)) * 1e6:.0f} µs", "-"),
+            ("server CPU (share of one core)", f"{cpu / elapsed:.0%}", "-"),
+            ("errors", f"{len(errors)}" + (f" e.g. {errors[0][:120]!r}" if errors else ""), "0"),
+        ],
+    )
+
+
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -691,6 +884,10 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="passed to the server (default: the server's own default)",
     )
+    submit = modes.add_parser("submit", help="durable submit_score over WebSocket")
+    submit.add_argument("connections", type=int, nargs="?", default=50)
+    submit.add_argument("depth", type=int, nargs="?", default=20, help="in flight per connection")
+    submit.add_argument("--seconds", type=float, default=10.0)
     return parser.parse_args()
 
 
@@ -705,6 +902,10 @@ def main() -> None:
     elif args.mode == "memory":
         raise_fd_limit(args.connections + MEMORY_WARMUP_CONNECTIONS + FD_MARGIN)
         measure_memory(args.connections, args.runs)
+    elif args.mode == "submit":
+        raise_fd_limit(args.connections + FD_MARGIN)
+        with running_server(None, args.connections + FD_MARGIN, *SUBMIT_LIMITS) as server:
+            asyncio.run(measure_submit(server, args.connections, args.depth, args.seconds))
     else:
         raise_fd_limit(args.subscribers + FD_MARGIN)
         with running_server(args.broadcast_interval_ms, args.subscribers + FD_MARGIN) as server:
