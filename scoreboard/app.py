@@ -61,7 +61,13 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/api/boards/{board_id}/players/{user_id}/around", api.Around),
     ("/api/boards/{board_id}/scores", api.Scores),
     ("/api/boards/{board_id}/updates", api.Updates),
+    ("/api/boards/{board_id}/reset", api.Reset),
+    ("/api/boards/{board_id}/seasons", api.Seasons),
+    ("/api/boards/{board_id}/seasons/{season}/leaderboard", api.SeasonLeaderboard),
+    ("/api/boards/{board_id}/export", api.Export),
     ("/api/admin/stats", api.AdminStats),
+    ("/api/admin/online", api.AdminOnline),
+    ("/api/admin/users", api.AdminUsers),
     ("/ws", LiveSocket),
     # The web UI (templates/ and static/).
     ("/", pages.IndexPage),

@@ -159,8 +159,10 @@ def test_migrate_creates_the_schema_on_an_empty_database(db_url: str) -> None:
         "player_records",
         "submissions",
         "server_settings",
+        "seasons",
+        "season_entries",
     }
-    assert version == "0003"
+    assert version == "0004"
     assert diff == []
 
 
@@ -559,7 +561,7 @@ def test_migration_0002_gives_existing_boards_integer_and_keeps_their_records(
     assert loaded.seq == 7
     # Adding the column did not recreate the boards table (whose cascade would empty this).
     assert loaded.records == [ranking.Record("alice", "Alice", 62345, 1, 7, 3.5)]
-    assert scalar(db_url, "SELECT version_num FROM alembic_version") == "0003"
+    assert scalar(db_url, "SELECT version_num FROM alembic_version") == "0004"
 
     # And back: the downgrade drops only the column.
     alembic_to(db_url, "0001", down=True)
@@ -613,3 +615,50 @@ def test_migration_0003_keys_users_and_keeps_old_case_twins_able_to_log_in(db_ur
 
     # An exact id wins; another case finds the key holder; players without password: none.
     assert run(db_url, logins) == ["alice", "Alice", "alice", None]
+
+
+def test_reset_archives_ranks_as_the_engine_orders_them(db_url: str) -> None:
+    """The archive is ranked by SQL; it must order exactly as ranking.py does, user ids
+    compared byte by byte (a PostgreSQL collation would put "a" before "B")."""
+    from scoreboard.store import SeasonEnd
+
+    async def scenario(store: Store) -> tuple[list[tuple], list[tuple]]:
+        await store.create_board(board("b"))
+        order = ranking.Leaderboard(ranking.Order.DESC, ranking.Operator.BEST)
+        # Stored pairs reached at the same seq: only the user_id can break these ties.
+        for user, score in [("a", 5), ("B", 5), ("_x", 5), ("c", 9), ("Z", 1)]:
+            record = ranking.Record(user, user.upper(), score, 0, 1, 1.0)
+            order.put(record, seq=1)
+            await store.write_score(score_write(record))
+        end = SeasonEnd(
+            board_id="b", order="desc", season=1, started_at=0, ended_at=5, reason="manual", seq=9
+        )
+        assert await store.reset_board(end) == 5
+        row, entries = await store.season_page("b", 1, offset=0, limit=10)  # type: ignore[misc]
+        assert (row.players, row.reason) == (5, "manual")
+        expected = [(e.rank, e.user_id) for e in order.page(0, 10)]
+        return expected, [(e.rank, e.user_id) for e in entries]
+
+    expected, archived = run(db_url, scenario)
+    assert archived == expected
+    assert [user for _, user in archived] == ["c", "B", "_x", "a", "Z"]  # as Python sorts str
+
+
+def score_write(record: ranking.Record) -> ScoreWrite:
+    return ScoreWrite(
+        board_id="b",
+        user_id=record.user_id,
+        user_name=record.name,
+        score=record.score,
+        subscore=record.subscore,
+        reached_seq=record.reached_seq,
+        updated_at=record.updated_at,
+        seq=record.reached_seq,
+        improved=True,
+        actor="game",
+        idempotency_key=None,
+        request_hash=None,
+        response={},
+        submitted_score=record.score,
+        submitted_subscore=record.subscore,
+    )
