@@ -1,6 +1,7 @@
 """The command line of run.py (installed: `scoreboard`).
 
-Subcommands: serve (default), migrate, token, user create, board create.
+Subcommands: serve (default), migrate, token, and the management commands (board
+create|list|reset|delete, user create|list: manage.py).
 """
 
 from __future__ import annotations
@@ -8,24 +9,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
-import getpass
 import logging
 import signal
 import ssl
 import sys
-import time
 from collections.abc import Sequence
 
-from . import config, schemas
+from . import config, manage
 from .app import build_services, make_app, resolve_jwt_secret
-from .auth import Role, TokenCodec, hash_password
+from .auth import Role, TokenCodec
 from .dbfile import NotADatabase
-from .errors import ScoreboardError, ValidationFailed
-from .formatting import SCORE_FORMATS, parse_score_format
+from .dblock import DatabaseLock, LockHeld
+from .errors import ScoreboardError
 from .handlers.base import Services
-from .schemas import BOARD_SETTINGS, MIN_PASSWORD_LENGTH, is_identifier, new_board
 from .store import Store
-from .tables import UserRow
 
 log = logging.getLogger("scoreboard")
 
@@ -46,32 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name")
     token.add_argument("--ttl", type=int)
 
-    user = commands.add_parser("user", help="manage accounts").add_subparsers(
-        dest="user_command", required=True
-    )
-    create_user = user.add_parser("create", help="create an account (password from stdin)")
-    create_user.add_argument("username")
-    create_user.add_argument("--role", choices=[r.value for r in Role], default=Role.PLAYER.value)
-    create_user.add_argument("--name", help="display name (default: the username)")
-
-    board = commands.add_parser("board", help="manage boards").add_subparsers(
-        dest="board_command", required=True
-    )
-    create_board = board.add_parser("create", help="create a board")
-    create_board.add_argument("id")
-    create_board.add_argument("--title", required=True)
-    # Choices and defaults come from the board's settings: the API's create body, as flags.
-    for name in ("order", "operator"):
-        setting = BOARD_SETTINGS[name]
-        create_board.add_argument(
-            f"--{name}", choices=setting.schema["enum"], default=setting.default
-        )
-    create_board.add_argument(
-        "--score-format",
-        default=BOARD_SETTINGS["score_format"].default,
-        metavar="FORMAT",
-        help="how scores are shown: " + ", ".join(SCORE_FORMATS),
-    )
+    manage.add_commands(commands)
     return parser
 
 
@@ -98,9 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             print(_token(settings, args))
             return 0
-        if args.command == "user":
-            return _create_user(settings, args)
-        return _create_board(settings, args)
+        return manage.main(settings, args)
     except ScoreboardError as exc:
         print(f"scoreboard: {exc.detail}", file=sys.stderr)
         return 1
@@ -132,62 +102,6 @@ def _token(settings: config.Settings, args: argparse.Namespace) -> str:
     return codec.issue(args.sub, role=Role(args.role), name=args.name, ttl=args.ttl)
 
 
-def _create_user(settings: config.Settings, args: argparse.Namespace) -> int:
-    username = args.username
-    if not is_identifier(username):
-        raise ValidationFailed(
-            f"username must be {schemas.IDENTIFIER['description']}, got {username!r}"
-        )
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"password for {username}: ")
-    else:
-        password = sys.stdin.readline().rstrip("\n")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        print(
-            f"scoreboard: the password needs at least {MIN_PASSWORD_LENGTH} characters",
-            file=sys.stderr,
-        )
-        return 1
-    store = _migrated_store(settings)
-    try:
-        store.create_user_sync(
-            UserRow(
-                id=username,
-                name=args.name or username,
-                role=args.role,
-                password_hash=hash_password(password),
-            )
-        )
-    finally:
-        store.close()
-    print(f"created user {username} with role {args.role}")
-    return 0
-
-
-def _create_board(settings: config.Settings, args: argparse.Namespace) -> int:
-    try:
-        parse_score_format(args.score_format, "--score-format")
-    except ValidationFailed as exc:  # a usage mistake, like a bad flag value: exit 2
-        print(f"scoreboard: {exc.detail}", file=sys.stderr)
-        return 2
-    # The API's create body: the same schema checks it, and fills in the other settings.
-    body = {
-        "id": args.id,
-        "title": args.title,
-        "order": args.order,
-        "operator": args.operator,
-        "score_format": args.score_format,
-    }
-    board = new_board(body, created_at=time.time())
-    store = _migrated_store(settings)
-    try:
-        store.create_board_sync(board)
-    finally:
-        store.close()
-    print(f"created board {board.id}")
-    return 0
-
-
 def serve(settings: config.Settings) -> int:
     if settings.redis_url is not None or settings.processes > 1:
         print(
@@ -195,12 +109,25 @@ def serve(settings: config.Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    # One database, one single-process server: held until this process ends.
+    lock = DatabaseLock(settings.database_url)
+    try:
+        lock.acquire()
+    except LockHeld as held:
+        print(
+            f"scoreboard: another server is running on this database ({held} is held)",
+            file=sys.stderr,
+        )
+        return 2
     # SQLite maps its -shm file into memory: if that file is truncated or its disk fills, the
     # kernel kills the process with SIGBUS. That cannot be caught, but it can be told: the
     # fault handler writes which signal it was and every thread's stack to standard error.
     faulthandler.enable()
-    services = build_services(settings)
-    asyncio.run(_serve(services))
+    try:
+        services = build_services(settings)
+        asyncio.run(_serve(services))
+    finally:
+        lock.release()  # after the store's last commit
     return 0
 
 

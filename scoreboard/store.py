@@ -756,8 +756,11 @@ class Store:
             for row in rows
         ]
 
-    def list_boards_sync(self) -> list[tuple[BoardConfig, int, int, float | None]]:
-        """Every board with its player count, season and season start (for the CLI)."""
+    def list_boards_sync(
+        self,
+    ) -> list[tuple[BoardConfig, int, int, float | None, float | None]]:
+        """Every board with its player count, season, season start and the time its
+        reset_schedule last changed (for the CLI)."""
         r = player_records.c
         players = (
             sa.select(sa.func.count())
@@ -767,7 +770,17 @@ class Store:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(boards, players).order_by(boards.c.id)).all()
-        return [(board_config(row), row.players, row.season, row.season_started_at) for row in rows]
+        return [
+            (board_config(row), row.players, row.season, row.season_started_at, row.schedule_since)
+            for row in rows
+        ]
+
+    def leader_sync(self, board_id: str, order: str) -> tuple[Any, ...] | None:
+        """The board's first row (rank, user_id, name, score, subscore, updated_at), or None."""
+        query = self._ranked(board_id, order).order_by(*self._rank_keys(order)).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else tuple(row)
 
     def reset_board_sync(self, board_id: str, *, now: float, reason: str) -> tuple[int, int]:
         """Reset a board with no server running: (archived season, players archived)."""
