@@ -131,11 +131,16 @@ class Export(BaseHandler):
 
     @admin
     async def get(self, board_id: str) -> None:
-        fmt = self.get_query_argument("format", "csv")
-        if fmt not in schemas.EXPORT_FORMATS:
-            raise ValidationFailed(f"format must be csv or json, got {fmt!r}")
-        season = _season_number(self.get_query_argument("season", None))
+        fmt, season = export_params(self)
         await stream_export(self, board_id, fmt, season)
+
+
+def export_params(handler: Any) -> tuple[str, int | None]:
+    """`format` (csv, the default, or json) and `season` of an export."""
+    fmt = handler.get_query_argument("format", "csv")
+    if fmt not in schemas.EXPORT_FORMATS:
+        raise ValidationFailed(f"format must be csv or json, got {fmt!r}")
+    return fmt, _season_number(handler.get_query_argument("season", None))
 
 
 async def stream_export(handler: Any, board_id: str, fmt: str, season: int | None) -> None:

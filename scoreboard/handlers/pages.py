@@ -31,6 +31,7 @@ from .base import Services, admin, public, reader, send_problem
 TOKEN_COOKIE = "scoreboard_token"
 AROUND_RADIUS = 2  # the rank card shows two players above and two below the viewer
 NOT_READY_REFRESH_S = 2  # a page asked for during start-up reloads itself this often
+SEASON_PAGE_ROWS = 100  # rows of an archived season per page
 
 
 def json_for_html(value: Any) -> str:
@@ -114,6 +115,7 @@ class PageHandler(tornado.web.RequestHandler):
             is_admin=self.is_admin,
             anonymous_read=self.settings_.anonymous_read,
             format_score=format_score,
+            when=when,
             json_data=json_for_html,
             kiosk=False,
         )
@@ -231,7 +233,7 @@ class BoardPage(PageHandler):
     """`/boards/{id}` (and `?kiosk=1` for a big screen): standings, rank card, score form."""
 
     @reader
-    def get(self, board_id: str) -> None:
+    async def get(self, board_id: str) -> None:
         self.ensure_ready()
         view = board_view(self.services, board_id, self.identity)
         kiosk = self.get_query_argument("kiosk", "") in ("1", "true", "yes")
@@ -241,8 +243,52 @@ class BoardPage(PageHandler):
             error=None,
             typed_score="",
             rendered_at=_now_iso(),
+            archived=(await self.service.seasons(board_id))["seasons"],
             **view,
         )
+
+
+class SeasonPage(PageHandler):
+    """`/boards/{id}/seasons/{n}`: an archived season's final standings, a page at a time."""
+
+    @reader
+    async def get(self, board_id: str, season: str) -> None:
+        self.ensure_ready()
+        if not season.isdigit() or int(season) < 1:
+            raise NotFound(f"no season {season!r}")
+        offset = self.get_query_argument("offset", "0")
+        start = int(offset) if offset.isdigit() else 0
+        answer = await self.service.season_leaderboard(
+            board_id, int(season), limit=SEASON_PAGE_ROWS, offset=start
+        )
+        board = self.service.board(board_id).to_json()
+        archived = (await self.service.seasons(board_id))["seasons"]
+        user = {"user_id": self.identity.sub} if self.identity is not None else None
+        self.render(
+            "season.html",
+            board=board,
+            season=answer,
+            entries=answer["entries"],
+            archived=archived,
+            user=user,
+            offset=start,
+            page_rows=SEASON_PAGE_ROWS,
+        )
+
+
+class AdminExport(PageHandler):
+    """`/admin/export/{id}?format=csv|json&season=N`: the API's export as a download link.
+
+    The JSON API takes only a bearer token, which a plain link cannot carry; this page route
+    takes the log-in cookie (admin) and streams the very same export."""
+
+    @admin
+    async def get(self, board_id: str) -> None:
+        from .api import export_params, stream_export
+
+        self.ensure_ready()
+        fmt, season = export_params(self)
+        await stream_export(self, board_id, fmt, season)
 
 
 class BoardSubmitForm(PageHandler):
@@ -278,19 +324,24 @@ class BoardSubmitForm(PageHandler):
             error=error,
             typed_score=typed,
             rendered_at=_now_iso(),
+            archived=(await self.service.seasons(board_id))["seasons"],
             **view,
         )
 
 
 class AdminPage(PageHandler):
-    """`/admin`: boards to create, edit and delete; live server figures."""
+    """`/admin`: boards to create, edit, reset and delete, entries to remove, exports; who is
+    online and live server figures."""
 
     @admin
     def get(self) -> None:
         self.ensure_ready()
         boards = self.service.list_boards()
         stats = self.services.hub.stats()
-        self.render("admin.html", boards=boards, stats=stats, page_data={"stats": stats})
+        online = self.services.hub.online()
+        self.render(
+            "admin.html", boards=boards, stats=stats, online=online, page_data={"stats": stats}
+        )
 
 
 class LoginPage(PageHandler):
@@ -448,6 +499,11 @@ def _field_of(detail: str) -> str:
         if field in detail:
             return field
     return "form"
+
+
+def when(iso: str | None) -> str:
+    """An API timestamp as pages show it: `2026-11-30 00:00 UTC`."""
+    return "" if not iso else f"{iso[:10]} {iso[11:16]} UTC"
 
 
 def _now_iso() -> str:
