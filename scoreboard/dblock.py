@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from .dbfile import check_header
 
 #: PostgreSQL advisory lock key of the single-process server (any fixed number unique to
 #: this app; store.MIGRATION_LOCK_ID is its neighbour).
@@ -64,6 +67,8 @@ class DatabaseLock:
         path = self._path()
         if path is None:
             return
+        # Nothing is made next to a file that is not a database (dbfile.NotADatabase).
+        check_header(Path(path.removesuffix(".lock")))
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
