@@ -718,7 +718,18 @@ class Store:
                 .where(e.board_id == board_id, e.season == season)
                 .order_by(e.rank)
             )
-        conn = self._snapshot()
+        # Connecting (a pool check-out, with PostgreSQL's pre-ping) happens on a read thread too.
+        conn = await self._read(self._snapshot)
+        result: Any = None
+
+        def close() -> None:
+            # The cursor first: PostgreSQL's server-side cursor must not outlive its session.
+            try:
+                if result is not None:
+                    result.close()
+            finally:
+                conn.close()
+
         try:
             result = await self._read(
                 lambda: conn.execution_options(stream_results=True).execute(query)
@@ -729,7 +740,7 @@ class Store:
                     return
                 yield [tuple(row) for row in rows]
         finally:
-            await self._read(conn.close)
+            await self._read(close)
 
     async def list_users(self, *, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """How many users there are, and a page of them by id (no password hashes)."""

@@ -662,3 +662,43 @@ def score_write(record: ranking.Record) -> ScoreWrite:
         submitted_score=record.score,
         submitted_subscore=record.subscore,
     )
+
+
+def test_entry_chunks_stream_the_standings_and_an_archive_in_rank_order(db_url: str) -> None:
+    """The export's read: one snapshot, fetched a chunk at a time on the read threads (a
+    server-side cursor on PostgreSQL), closed early without harm."""
+    import contextlib
+
+    from scoreboard.store import SeasonEnd
+
+    async def scenario(store: Store) -> tuple[list, list, list]:
+        await store.create_board(board("b"))
+        for i in range(25):
+            record = ranking.Record(f"u{i:02d}", f"U{i}", i % 7, 0, i + 1, 1.0)
+            await store.write_score(score_write(record))
+
+        async def read(season: int | None) -> list:
+            rows = []
+            async for chunk in store.entry_chunks("b", "desc", season=season, chunk=4):
+                assert len(chunk) <= 4
+                rows += chunk
+            return rows
+
+        live = await read(None)
+        end = SeasonEnd("b", "desc", season=1, started_at=0, ended_at=5, reason="manual", seq=99)
+        await store.reset_board(end)
+        archived = await read(1)
+        early = []
+        chunks = store.entry_chunks("b", "desc", season=1, chunk=3)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                early += chunk
+                break
+        return live, archived, early
+
+    live, archived, early = run(db_url, scenario)
+    assert [row[0] for row in live] == list(range(1, 26))
+    assert archived == live
+    assert early == live[:3]
+    # desc: higher score first, then who reached it first.
+    assert [row[1] for row in live[:4]] == ["u06", "u13", "u20", "u05"]
