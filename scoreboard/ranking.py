@@ -364,7 +364,7 @@ class Leaderboard:
         self._seq += 1
         return Removal(user_id, old.name, old.score, previous_rank, self._seq)
 
-    def take_all(self) -> tuple[dict[str, Record], list[list[tuple]]]:
+    def take_all(self) -> tuple[dict[str, Record], list[list[Key]]]:
         """Empty the board at once and hand over what it held (the seq stays).
 
         Dropping a million records in one go frees them all in one call, which holds the
