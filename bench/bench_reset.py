@@ -25,7 +25,9 @@ import sqlalchemy as sa
 
 from scoreboard.app import build_services
 from scoreboard.config import Settings
-from scoreboard.store import BoardConfig, Store, player_records, users
+from scoreboard.schemas import new_board
+from scoreboard.store import Store
+from scoreboard.tables import player_records, users
 
 PROBE_S = 0.001
 BATCH = 50_000
@@ -34,9 +36,7 @@ BATCH = 50_000
 def populate(url: str, n: int) -> None:
     store = Store(url)
     store.migrate()
-    store.create_board_sync(
-        BoardConfig("big", "Big", "desc", "best", None, None, True, "never", time.time())
-    )
+    store.create_board_sync(new_board({"id": "big", "title": "Big"}, created_at=time.time()))
     rng = random.Random(1)
     with store.engine.begin() as conn:
         for start in range(0, n, BATCH):
