@@ -15,7 +15,7 @@ from tornado.httputil import HTTPServerRequest
 from .accounts import Accounts
 from .auth import TokenCodec
 from .config import Settings
-from .handlers import api, pages
+from .handlers import api, archive, pages
 from .handlers.base import (
     BaseHandler,
     Health,
@@ -73,9 +73,9 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/", pages.IndexPage),
     ("/boards/{board_id}", pages.BoardPage),
     ("/boards/{board_id}/submit", pages.BoardSubmitForm),
-    ("/boards/{board_id}/seasons/{season}", pages.SeasonPage),
+    ("/boards/{board_id}/seasons/{season}", archive.SeasonPage),
     ("/admin", pages.AdminPage),
-    ("/admin/export/{board_id}", pages.AdminExport),
+    ("/admin/export/{board_id}", archive.AdminExport),
     ("/login", pages.LoginPage),
     ("/register", pages.RegisterPage),
     ("/logout", pages.LogoutForm),
