@@ -22,10 +22,10 @@ from .handlers.base import (
     Ready,
     Services,
     public,
-    redacted_uri,
 )
 from .handlers.live import LiveSocket
 from .hub import Hub
+from .logs import redacted_uri
 from .openapi import document
 from .proxies import Network, client_address, parse_networks
 from .resources import data_dir
@@ -124,10 +124,24 @@ def route_pattern(template: str) -> str:
     return re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"
 
 
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Access log without secrets: the query's access_token is replaced."""
+def access_log_level(handler: tornado.web.RequestHandler) -> int:
+    """INFO for answers, WARNING for refusals, ERROR only for faults of the server.
+
+    A 503 says "not ready" or "overloaded": a state, not a fault; from the readiness probe it
+    is the probe doing its job during start-up, so it stays at INFO.
+    """
     status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if status < 400:
+        return logging.INFO
+    if status == 503:
+        return logging.INFO if isinstance(handler, Ready) else logging.WARNING
+    return logging.WARNING if status < 500 else logging.ERROR
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log without secrets: secret query parameters are redacted, whatever spelling."""
+    status = handler.get_status()
+    level = access_log_level(handler)
     if access_log.isEnabledFor(level):
         request = handler.request
         access_log.log(

@@ -1,27 +1,32 @@
 """The command line of run.py (installed: `scoreboard`).
 
-Subcommands: serve (default), migrate, token, and the management commands (board
-create|list|reset|delete, user create|list: manage.py).
+Subcommands: serve (default), migrate, token, user create, board create.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import faulthandler
 import logging
 import signal
+import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from . import config, manage
+from tornado.netutil import bind_sockets
+
+from . import __version__, config, logs, manage
 from .app import build_services, make_app, resolve_jwt_secret
 from .auth import Role, TokenCodec
 from .dbfile import NotADatabase
 from .dblock import DatabaseLock, LockHeld
 from .errors import ScoreboardError
 from .handlers.base import Services
+from .handlers.http_server import ScoreboardHTTPServer
 from .store import Store
 
 log = logging.getLogger("scoreboard")
@@ -33,9 +38,12 @@ SHUTDOWN_GRACE_S = 10.0  # in-flight submissions get this long to commit and be 
 def build_parser() -> argparse.ArgumentParser:
     # No fixed prog: usage lines name what was run, `run.py` or the installed `scoreboard`.
     parser = argparse.ArgumentParser(description="Scoreboard leaderboard server")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     config.add_flags(parser)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("migrate", help="upgrade the database to the newest schema and exit")
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the database to the newest schema and exit"
+    )
 
     token = commands.add_parser("token", help="print a signed token")
     token.add_argument("sub")
@@ -43,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name")
     token.add_argument("--ttl", type=int)
 
-    manage.add_commands(commands)
+    leaves = manage.add_commands(commands)
+    # `run.py token alice --database-url …`: the server flags work after a subcommand too.
+    for leaf in (migrate, token, *leaves):
+        config.add_flags(leaf, after_subcommand=True)
     return parser
 
 
@@ -54,10 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"scoreboard: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_file if args.command is None else None)
     # Alembic narrates every plugin it loads at INFO; its upgrades still show as warnings+.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     try:
@@ -102,6 +110,10 @@ def _token(settings: config.Settings, args: argparse.Namespace) -> str:
     return codec.issue(args.sub, role=Role(args.role), name=args.name, ttl=args.ttl)
 
 
+class StartupFailed(Exception):
+    """The server cannot start; the message is the one line the operator sees."""
+
+
 def serve(settings: config.Settings) -> int:
     if settings.redis_url is not None or settings.processes > 1:
         print(
@@ -109,53 +121,132 @@ def serve(settings: config.Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    # One database, one single-process server: held until this process ends.
-    lock = DatabaseLock(settings.database_url)
+    # SQLite maps its -shm file into memory: if that file is truncated or its disk fills, the
+    # kernel kills the process with SIGBUS. That cannot be caught, but it can be told: the
+    # fault handler writes which signal it was and every thread's stack to standard error.
+    faulthandler.enable()
+    # Until the loop's own handler is installed, a SIGHUP (log rotation) must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        lock.acquire()
+        # Cheap checks first: a server that cannot listen must not create or migrate a database.
+        context = _ssl_context(settings)
+        sockets = _bind(settings)
+        # One database, one single-process server: held until this process ends.
+        lock = _lock_database(settings)
     except LockHeld as held:
         print(
             f"scoreboard: another server is running on this database ({held} is held)",
             file=sys.stderr,
         )
         return 2
-    # SQLite maps its -shm file into memory: if that file is truncated or its disk fills, the
-    # kernel kills the process with SIGBUS. That cannot be caught, but it can be told: the
-    # fault handler writes which signal it was and every thread's stack to standard error.
-    faulthandler.enable()
+    except StartupFailed as exc:
+        return _startup_failed(exc)
     try:
-        services = build_services(settings)
-        asyncio.run(_serve(services))
+        try:
+            services = _open_services(settings)
+        except StartupFailed as exc:
+            return _startup_failed(exc)
+        asyncio.run(_serve(services, sockets, context))
     finally:
         lock.release()  # after the store's last commit
     return 0
+
+
+def _startup_failed(exc: StartupFailed) -> int:
+    log.debug("start-up failed", exc_info=True)
+    print(f"scoreboard: {exc}", file=sys.stderr)
+    return 1
 
 
 def _ssl_context(settings: config.Settings) -> ssl.SSLContext | None:
     if settings.certfile is None or settings.keyfile is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(settings.certfile, settings.keyfile)
+    try:
+        context.load_cert_chain(settings.certfile, settings.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupFailed(
+            f"cannot load the TLS certificate {settings.certfile!r} with key "
+            f"{settings.keyfile!r}: {reason}"
+        ) from None
     return context
 
 
-async def _serve(services: Services) -> None:
+def _open_services(settings: config.Settings) -> Services:
+    """Open and migrate the database; its failures become one line naming the database."""
+    with _database_failures(settings):
+        return build_services(settings)
+
+
+def _lock_database(settings: config.Settings) -> DatabaseLock:
+    """Take the one-server lock of the database (LockHeld when another server has it)."""
+    lock = DatabaseLock(settings.database_url)
+    with _database_failures(settings):
+        lock.acquire()
+    return lock
+
+
+@contextlib.contextmanager
+def _database_failures(settings: config.Settings) -> Iterator[None]:
+    """Turn a database that cannot be reached or used into StartupFailed: one line, its URL."""
+    import sqlalchemy.exc
+    from alembic.util.exc import CommandError
+
+    where = _safe_url(settings.database_url)
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise StartupFailed(f"cannot open the database {where}: {reason}") from None
+    except CommandError as exc:
+        # An unknown revision: the schema was made by a newer version of the code.
+        raise StartupFailed(
+            f"cannot use the database {where}: {exc} (is it from a newer Scoreboard?)"
+        ) from None
+    except OSError as exc:  # e.g. a public key file or a lock file that cannot be opened
+        raise StartupFailed(f"cannot start: {exc.strerror}: {exc.filename!r}") from None
+
+
+def _safe_url(url: str) -> str:
+    """The database URL as a log line may show it: no password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the configured database"
+
+
+def _bind(settings: config.Settings) -> list[socket.socket]:
+    try:
+        return bind_sockets(settings.port, settings.host)
+    except OSError as exc:
+        reason = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupFailed(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
+
+
+async def _serve(
+    services: Services, sockets: list[socket.socket], context: ssl.SSLContext | None
+) -> None:
     settings = services.settings
     loop = asyncio.get_running_loop()
     services.store.start(loop)
     services.hub.start()
-    app = make_app(services)
-    server = app.listen(
-        settings.port,
-        settings.host,
+    server = ScoreboardHTTPServer(
+        make_app(services),
+        request_head_timeout=settings.request_head_timeout,
+        idle_timeout=settings.idle_timeout,
         max_body_size=MAX_REQUEST_BYTES,
-        ssl_options=_ssl_context(settings),
+        ssl_options=context,
     )
-    scheme = "https" if settings.certfile else "http"
+    server.add_sockets(sockets)
+    scheme = "https" if context is not None else "http"
     log.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, logs.reopen)
     loading = asyncio.create_task(services.service.load())
     await stop.wait()
     log.info("shutting down: no new connections; finishing in-flight submissions")

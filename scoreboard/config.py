@@ -69,6 +69,10 @@ class Settings:
     ws_message_rate: float = 20.0  # client messages per second per connection
     ws_message_burst: int = 50
     ws_abuse_close_after: float = 5.0  # seconds over the message rate before close 1008
+    # Connections that hold resources without progress (SPEC section 11).
+    request_head_timeout: float = 10.0  # seconds a new connection gets to send a whole head
+    idle_timeout: float = 60.0  # seconds a keep-alive connection may sit between requests
+    log_file: str | None = None  # append the log here instead of stderr; SIGHUP reopens it
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated again (used by tests to shrink timers)."""
@@ -126,28 +130,45 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("ws_message_rate", float, "WebSocket messages per second per connection"),
     _Flag("ws_message_burst", int, "burst of WebSocket messages per connection"),
     _Flag("ws_abuse_close_after", float, "seconds over the message rate before close 1008"),
+    _Flag("request_head_timeout", float, "seconds a new connection gets to send its request head"),
+    _Flag("idle_timeout", float, "seconds an idle keep-alive connection is kept"),
+    _Flag("log_file", str, "append the log to this file (SIGHUP reopens it) instead of stderr"),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Add every settings flag to `parser`; unset flags stay None so the env/default applies."""
+def add_flags(parser: argparse.ArgumentParser, *, after_subcommand: bool = False) -> None:
+    """Add every settings flag to `parser`; unset flags stay None so the env/default applies.
+
+    `after_subcommand`: the flags of a subcommand's parser, so that `run.py token alice
+    --database-url …` works too; absent there, they leave the main parser's value alone.
+    """
     group = parser.add_argument_group("server settings")
+    defaults = Settings()
     for flag in FLAGS:
+        default = argparse.SUPPRESS if after_subcommand else None
+        text = f"{flag.help} (default: {_shown(getattr(defaults, flag.name))}; env {flag.env})"
         if flag.kind is bool:
             group.add_argument(
                 flag.option,
                 dest=flag.name,
                 action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{flag.help} (env {flag.env})",
+                default=default,
+                help=text,
             )
         else:
-            group.add_argument(
-                flag.option, dest=flag.name, default=None, help=f"{flag.help} (env {flag.env})"
-            )
+            group.add_argument(flag.option, dest=flag.name, default=default, help=text)
+
+
+def _shown(default: Any) -> str:
+    """A default as --help shows it."""
+    if default is None or default == ():
+        return "none"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
 
 
 def settings_from(
@@ -184,6 +205,8 @@ def _convert(flag: _Flag, raw: Any, source: str) -> Any:
         if text in _FALSE:
             return False
         raise ConfigError(f"{source}: expected true or false, got {raw!r}")
+    if flag.name == "log_level":
+        return str(raw).strip().lower()  # SPEC section 1: case-insensitive
     if flag.name == "allowed_origins":
         return tuple(part.strip().rstrip("/") for part in str(raw).split(",") if part.strip())
     if flag.name == "trusted_proxies":
@@ -241,6 +264,8 @@ def validate(settings: Settings) -> Settings:
         "ws_message_rate": s.ws_message_rate,
         "ws_message_burst": s.ws_message_burst,
         "ws_abuse_close_after": s.ws_abuse_close_after,
+        "request_head_timeout": s.request_head_timeout,
+        "idle_timeout": s.idle_timeout,
     }
     for name, value in positive.items():
         if value <= 0:

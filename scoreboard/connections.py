@@ -6,6 +6,12 @@ still wait, close. The `Outbox` decides how a frame reaches a connection: straig
 while its stream is idle; while bytes wait there (BACKLOGGED), state frames are conflated to the
 newest per board and key, replies still queue, and a connection whose unsent bytes pass the
 bound or that makes no progress for `slow_consumer_timeout` is handed to `close_slow` (1013).
+
+The stream's buffer is only half of a backlog: a peer that stops reading first fills the
+kernel's socket buffers, which can hold megabytes before a `send` ever comes up short. The
+hub's sweep therefore also samples the kernel's unsent bytes (`SIOCOUTQ`) of each connection a
+few times per timeout (`check_kernel`): a kernel queue that never shrinks, or that with the
+stream's bytes passes the bound, is a slow consumer too.
 """
 
 from __future__ import annotations
@@ -50,6 +56,10 @@ class Sink(Protocol):
         """A counter that grows whenever queued bytes reach the kernel (progress)."""
         ...
 
+    def kernel_unsent_bytes(self) -> int:
+        """Bytes the kernel holds for the peer and has not had acknowledged (SIOCOUTQ)."""
+        ...
+
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Start the closing handshake with `code`."""
         ...
@@ -78,6 +88,8 @@ class Connection:
         "awaiting_pong",
         "boards",
         "identity",
+        "kernel_queued",
+        "kernel_since",
         "pending",
         "serial",
         "sink",
@@ -96,6 +108,8 @@ class Connection:
         self.awaiting_pong = False
         self.stall_mark = 0
         self.stall_since = 0.0
+        self.kernel_queued = 0  # the kernel's unsent bytes at the last check
+        self.kernel_since = 0.0  # when that queue last shrank or emptied
 
     @property
     def id(self) -> str:
@@ -201,6 +215,22 @@ class Outbox:
             frames.append(frame)
         if frames and not conn.sink.send_frame(b"".join(frames)):
             self.backlog(conn)
+
+    def check_kernel(self, conn: Connection, now: float) -> None:
+        """Close a connection whose kernel send queue has not shrunk for the timeout, or that
+        holds more than the bound in kernel and stream together (one ioctl; sweep only)."""
+        if not conn.live:
+            return
+        queued = conn.sink.kernel_unsent_bytes()
+        if queued == 0 or queued < conn.kernel_queued or conn.kernel_queued == 0:
+            # Empty, or the peer read something since the last look: progress.
+            conn.kernel_queued, conn.kernel_since = queued, now
+            return
+        conn.kernel_queued = queued
+        if queued + conn.sink.unsent_bytes() > self._max_unsent_bytes or stalled(
+            mark=conn.kernel_since, now=now, timeout=self._slow_consumer_timeout
+        ):
+            self._close_slow(conn)
 
     def sweep(self, now: float) -> None:
         """Drain what emptied, close what made no progress for the slow-consumer timeout."""

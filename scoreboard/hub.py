@@ -37,7 +37,14 @@ from .config import Settings
 from .connections import RANK, SNAPSHOT, STATE, Connection, ConnState, Outbox, Sink
 from .errors import Overloaded, RateLimited, ScoreboardError
 from .frames import PING_FRAME, CloseCode
-from .pacing import broadcast_delay, close_delay, message_rate, ping_slices, sweep_period
+from .pacing import (
+    broadcast_delay,
+    close_delay,
+    kernel_check_slices,
+    message_rate,
+    ping_slices,
+    sweep_period,
+)
 from .ranking import TOP_N, Leaderboard, Outcome, Removal, format_timestamp
 
 log = logging.getLogger(__name__)
@@ -145,6 +152,15 @@ class Hub:
             {}
             for _ in range(ping_slices(ping_interval=settings.ping_interval, period=self._period))
         ]
+        # Kernel send-queue checks (Outbox.check_kernel) take one slice per sweep.
+        self._kernel_slices: list[dict[Connection, None]] = [
+            {}
+            for _ in range(
+                kernel_check_slices(
+                    slow_consumer_timeout=settings.slow_consumer_timeout, period=self._period
+                )
+            )
+        ]
         self._conns: dict[Connection, None] = {}  # insertion order: the shutdown close order
         self._user_conns: dict[str, int] = {}
         self._anonymous = 0
@@ -236,6 +252,7 @@ class Hub:
         conn = Connection(serial, identity, sink)
         self._conns[conn] = None
         self._slices[serial % len(self._slices)][conn] = None
+        self._kernel_slices[serial % len(self._kernel_slices)][conn] = None
         if identity is not None:
             self._user_conns[identity.sub] = self._user_conns.get(identity.sub, 0) + 1
             heapq.heappush(self._expiry, (identity.exp, serial, conn))
@@ -292,6 +309,7 @@ class Hub:
         """Take a connection out of every room and count; it gets nothing more."""
         self._conns.pop(conn, None)
         self._slices[conn.serial % len(self._slices)].pop(conn, None)
+        self._kernel_slices[conn.serial % len(self._kernel_slices)].pop(conn, None)
         self.outbox.forget(conn)
         for board_id in list(conn.boards):
             self.unsubscribe(conn, board_id)
@@ -575,12 +593,19 @@ class Hub:
         now = self.clock()
         try:
             self.outbox.sweep(now)
+            self._sweep_kernel(now)
             self._sweep_expired()
             self._sweep_pings()
             self._maybe_status_round(now)
         except Exception:  # one bad connection must not stop the heartbeat of all others
             log.exception("hub sweep failed")
         self._rate_samples.append((now, self.outbox.sent_total, self._received_total))
+
+    def _sweep_kernel(self, now: float) -> None:
+        group = self._kernel_slices[self._sweeps % len(self._kernel_slices)]
+        check = self.outbox.check_kernel
+        for conn in list(group):
+            check(conn, now)
 
     def _sweep_expired(self) -> None:
         now = self.wall_clock()

@@ -40,8 +40,8 @@ ADMIN_SUB = "run.py"  # who the audit trail says acted
 PAGE = 1000  # users read per request when listing
 
 
-def add_commands(commands: Any) -> None:
-    """The `board` and `user` subcommands, on run.py's subparsers."""
+def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
+    """The `board` and `user` subcommands, on run.py's subparsers; returns their leaves."""
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
         dest="user_command", required=True
     )
@@ -49,7 +49,7 @@ def add_commands(commands: Any) -> None:
     create_user.add_argument("username")
     create_user.add_argument("--role", choices=[r.value for r in Role], default=Role.PLAYER.value)
     create_user.add_argument("--name", help="display name (default: the username)")
-    user.add_parser("list", help="list the users")
+    list_users = user.add_parser("list", help="list the users")
 
     board = commands.add_parser("board", help="manage boards").add_subparsers(
         dest="board_command", required=True
@@ -69,11 +69,12 @@ def add_commands(commands: Any) -> None:
         metavar="FORMAT",
         help="how scores are shown: " + ", ".join(SCORE_FORMATS),
     )
-    board.add_parser("list", help="list the boards")
+    list_boards = board.add_parser("list", help="list the boards")
     reset = board.add_parser("reset", help="archive the standings as a season, start anew")
     reset.add_argument("id")
     delete = board.add_parser("delete", help="delete a board, its scores and its seasons")
     delete.add_argument("id")
+    return [create_user, list_users, create_board, list_boards, reset, delete]
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:

@@ -25,6 +25,12 @@ def sweep_period(*, ping_interval: float, slow_consumer_timeout: float) -> float
     return min(MAX_SWEEP_PERIOD_S, max(MIN_SWEEP_PERIOD_S, quarter))
 
 
+def kernel_check_slices(*, slow_consumer_timeout: float, period: float) -> int:
+    """How many slices the kernel send-queue checks are split into: each connection is looked
+    at about four times per slow-consumer timeout, a slice per sweep."""
+    return max(1, round(slow_consumer_timeout / 4 / period))
+
+
 def ping_slices(*, ping_interval: float, period: float) -> int:
     """How many slices the connections are split into so each is pinged once per interval."""
     return max(1, round(ping_interval / period))

@@ -26,7 +26,9 @@ from .ranking import Operator, Order
 from .seasons import SCHEDULES
 from .validation import BLANKS, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_SAFE_INTEGER, Body, Query, Schema
 
-ID_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
+# Not "." or "..": a URL path segment of either is resolved away by browsers, so such a board
+# or player could never be reached.
+ID_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,64}$"
 NOT_BLANK_PATTERN = f"[^{BLANKS.encode('unicode_escape').decode()}]"  # one non-blank at least
 MAX_TITLE_LENGTH = 200
 MAX_NAME_LENGTH = 64
@@ -76,7 +78,7 @@ def one_of(options: tuple[str, ...]) -> Schema:
 IDENTIFIER: Schema = {
     "type": "string",
     "pattern": ID_PATTERN,
-    "description": "1-64 characters of A-Z a-z 0-9 _ . -",
+    "description": "1-64 characters of A-Z a-z 0-9 _ . -, not . or ..",
 }
 SCORE_FORMAT: Schema = {
     "type": "string",

@@ -200,7 +200,10 @@ class Session:
 
     def subscribe(self, board_id: Any) -> None:
         """Join a board's room; answered by a snapshot."""
-        state = self.sessions.service.boards.get(board_id) if isinstance(board_id, str) else None
+        if not isinstance(board_id, str):
+            # The message's shape is wrong (no `data`, no `board`): not an unknown board.
+            raise BadRequest(f"board must be a string, got {board_id!r}"[:200])
+        state = self.sessions.service.boards.get(board_id)
         if state is None:
             raise NotFound(f"no board {board_id!r}")
         boards = self.conn.boards

@@ -35,6 +35,7 @@ class FakeSink:
         self.flushed = 0
         self.closed_with: int | None = None
         self.aborted = False
+        self.kernel = 0  # what the "kernel" holds unsent (SIOCOUTQ)
 
     def send_frame(self, data: bytes) -> bool:
         if not self.queue and len(data) <= self.room:
@@ -49,6 +50,9 @@ class FakeSink:
 
     def flushed_bytes(self) -> int:
         return self.flushed
+
+    def kernel_unsent_bytes(self) -> int:
+        return self.kernel
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         self.closed_with = code

@@ -35,7 +35,9 @@ class ServerProcess:
         log_path: Path,
         *extra_args: str,
         tls: ssl.SSLContext | None = None,
+        nofile: int | None = None,
     ) -> None:
+        self.nofile = nofile  # RLIMIT_NOFILE of the server process (ulimit -n), if set
         self.database_url = database_url
         self.log_path = log_path
         self.extra_args = extra_args
@@ -73,6 +75,7 @@ class ServerProcess:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self._limit_descriptors if self.nofile is not None else None,
         )
         log.close()
         return self
@@ -92,6 +95,11 @@ class ServerProcess:
             time.sleep(0.05)
         self.stop(signal.SIGKILL)
         raise RuntimeError(f"server not ready in {START_TIMEOUT_S}s:\n{self.log_path.read_text()}")
+
+    def _limit_descriptors(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
         assert self.process is not None

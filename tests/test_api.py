@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -66,6 +67,15 @@ async def test_metrics_pass_promtool(api):
 async def test_readyz_is_503_until_boards_are_loaded(unloaded_api):
     body = assert_problem(await unloaded_api.get("/readyz"), 503, "not_ready")
     assert "loading" in body["detail"]
+
+
+async def test_readyz_503_during_start_up_is_not_logged_as_an_error(unloaded_api, caplog):
+    caplog.set_level(logging.INFO)
+    assert (await unloaded_api.get("/readyz")).status == 503
+    assert (await unloaded_api.fetch("HEAD", "/readyz")).status == 503
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+    access = [r for r in caplog.records if r.name == "scoreboard.access"]
+    assert [r.levelname for r in access] == ["INFO", "INFO"]
 
 
 async def test_unknown_path_is_problem_404(api):
@@ -479,6 +489,33 @@ async def test_updates_long_poll(api):
     )
 
 
+def _updates_finished(values: dict[str, float]) -> float:
+    return sum(
+        value
+        for name, value in values.items()
+        if name.startswith('scoreboard_http_request_duration_seconds_count{handler="Updates"')
+    )
+
+
+async def test_a_long_poll_whose_client_left_ends_at_once(api):
+    await api.make_board("left")
+    before = _updates_finished(await api.metric_values())
+    port = int(api.base_url.rsplit(":", 1)[1])
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /api/boards/left/updates?since=0&timeout=30 HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {api.token('p1')}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    assert _updates_finished(await api.metric_values()) == before  # still waiting
+    writer.close()
+    deadline = time.monotonic() + 2
+    while _updates_finished(await api.metric_values()) == before:
+        assert time.monotonic() < deadline, "the long-poll outlived its client"
+        await asyncio.sleep(0.05)
+
+
 # -- metrics --------------------------------------------------------------------------------
 
 
@@ -513,6 +550,68 @@ async def test_cors_only_for_allowed_origins(make_api):
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://quiz.example"
     other = await api.fetch("OPTIONS", "/api/boards", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_board_ids_dot_and_dot_dot_are_refused(api):
+    for bad in (".", ".."):
+        answer = await api.post("/api/boards", {"id": bad, "title": "x"}, token=api.admin)
+        assert_problem(answer, 422, "validation_failed")
+    assert (
+        await api.post("/api/boards", {"id": "v1.2", "title": "x"}, token=api.admin)
+    ).status == 201
+
+
+async def test_every_route_answers_a_preflight_including_path_parameters(make_api):
+    api = await make_api(allowed_origins=("https://quiz.example",))
+    await api.make_board("b1")
+    origin = {"Origin": "https://quiz.example", "Access-Control-Request-Method": "POST"}
+    for template, _ in app_module.ROUTES:
+        if template == "/ws":
+            continue
+        path = template.replace("{board_id}", "b1").replace("{user_id}", "p1")
+        answer = await api.fetch("OPTIONS", path, headers=origin)
+        assert answer.status == 204, (path, answer.status, answer.text[:300])
+        if path.startswith("/api/"):
+            assert answer.headers["Access-Control-Allow-Origin"] == "https://quiz.example"
+            assert "OPTIONS" in answer.headers["Access-Control-Allow-Methods"]
+
+
+async def test_a_method_a_route_lacks_is_405_with_allow(api):
+    await api.make_board("b1")
+    cases = {
+        ("PUT", "/api/boards"): {"GET", "HEAD", "POST", "OPTIONS"},
+        ("POST", "/api/boards/b1/leaderboard"): {"GET", "HEAD", "OPTIONS"},
+        ("GET", "/api/boards/b1/scores"): {"POST", "OPTIONS"},
+        ("DELETE", "/healthz"): {"GET", "HEAD", "OPTIONS"},
+        ("PATCH", "/login"): {"GET", "HEAD", "POST", "OPTIONS"},
+    }
+    for (method, path), allowed in cases.items():
+        body = b"{}" if method in ("PUT", "POST", "PATCH") else None
+        answer = await api.fetch(method, path, body=body, token=api.admin)
+        assert answer.status == 405, (method, path, answer.status)
+        assert set(answer.headers["Allow"].split(", ")) == allowed, (method, path)
+        if path.startswith("/api/"):
+            assert_problem(answer, 405, "bad_request")
+
+
+async def test_head_works_wherever_get_does(api):
+    await api.make_board("b1")
+    await api.post("/api/boards/b1/scores", {"score": 3}, token=api.token("p1"))
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/openapi.json",
+        "/api/boards/b1/leaderboard",
+        "/api/boards/b1/players/p1",
+        "/",
+        "/login",
+    ):
+        get = await api.get(path, token=api.admin)
+        head = await api.fetch("HEAD", path, token=api.admin)
+        assert head.status == get.status == 200, (path, head.status, get.status)
+        assert head.body == b""
+        assert head.headers["Content-Type"] == get.headers["Content-Type"]
 
 
 @pytest.mark.postgres
@@ -718,7 +817,9 @@ async def test_metadata_of_1024_bytes_is_stored_with_the_submission(api):
 async def test_register_and_login_have_their_own_shapes(api):
     empty = await api.post("/api/auth/register", {"username": "", "password": "long-enough"})
     body = assert_problem(empty, 422, "validation_failed")
-    assert body["detail"] == "username must be 1-64 characters of A-Z a-z 0-9 _ . -, got ''"
+    assert body["detail"] == (
+        "username must be 1-64 characters of A-Z a-z 0-9 _ . -, not . or .., got ''"
+    )
     extra = {"username": "ann", "password": "long-enough", "display_name": "Ann"}
     body = assert_problem(await api.post("/api/auth/login", extra), 422, "validation_failed")
     assert body["detail"] == "unknown field(s) in body: display_name"

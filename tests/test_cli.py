@@ -408,3 +408,161 @@ def test_a_killed_servers_lock_is_gone_with_it(tmp_path):
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     direct = run("--database-url", url, "--jwt-secret", SECRET, "board", "list")
     assert direct.returncode == 0 and "directly" in direct.stdout
+
+
+# -- flags, version, signals and start-up failures -----------------------------------------
+
+
+def test_version_and_help_show_every_default(tmp_path):
+    from scoreboard import __version__
+    from scoreboard.config import FLAGS, Settings
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"run.py {__version__}"
+    shown = run("--help")
+    assert shown.returncode == 0
+    help_text = " ".join(shown.stdout.split())
+    defaults = Settings()
+    for flag in FLAGS:
+        assert flag.option in help_text, flag.option
+        default = getattr(defaults, flag.name)
+        if default is not None and default != ():
+            assert f"default: {default}" in help_text or f"default: {str(default).lower()}" in (
+                help_text
+            ), flag.option
+
+
+def test_log_level_is_case_insensitive_and_global_flags_follow_a_subcommand(tmp_path):
+    url = f"sqlite:///{tmp_path}/order.db"
+    result = run(
+        "token", "alice", "--database-url", url, "--jwt-secret", SECRET, "--log-level", "INFO"
+    )
+    assert result.returncode == 0, result.stderr
+    assert jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])["sub"] == "alice"
+    assert not (REPO / "scoreboard.db-order").exists()
+    # The flag after the subcommand was used: the database is the one named there.
+    assert (tmp_path / "order.db").exists()
+    mixed = run(
+        "--log-level", "WARNING", "token", "bob", "--database-url", url, "--jwt-secret", SECRET
+    )
+    assert mixed.returncode == 0, mixed.stderr
+
+
+def _one_line_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_start_up_failures_are_one_line_naming_cause_and_value(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = run(
+            "--database-url", f"sqlite:///{tmp_path}/p.db", "--jwt-secret", SECRET, "--port", port
+        )
+        _one_line_failure(result, port, "in use")
+    missing = tmp_path / "missing.pem"
+    result = run(
+        "--database-url",
+        f"sqlite:///{tmp_path}/c.db",
+        "--jwt-secret",
+        SECRET,
+        "--port",
+        "0",
+        "--certfile",
+        str(missing),
+        "--keyfile",
+        str(missing),
+    )
+    _one_line_failure(result, str(missing))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    result = run(
+        "--database-url",
+        f"sqlite:///{tmp_path}/c.db",
+        "--jwt-secret",
+        SECRET,
+        "--port",
+        "0",
+        "--certfile",
+        str(garbage),
+        "--keyfile",
+        str(garbage),
+    )
+    _one_line_failure(result, str(garbage))
+    unwritable = tmp_path / "ro"
+    unwritable.mkdir()
+    unwritable.chmod(0o500)
+    try:
+        result = run(
+            "--database-url",
+            f"sqlite:///{unwritable}/sub/x.db",
+            "--jwt-secret",
+            SECRET,
+            "--port",
+            "0",
+        )
+        _one_line_failure(result, f"{unwritable}/sub/x.db")
+    finally:
+        unwritable.chmod(0o700)
+    result = run(
+        "--database-url",
+        "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/none",
+        "--jwt-secret",
+        SECRET,
+        "--port",
+        "0",
+    )
+    _one_line_failure(result, "127.0.0.1:1")
+    assert "hunter2" not in result.stderr
+    newer = tmp_path / "newer.db"
+    assert run("--database-url", f"sqlite:///{newer}", "migrate").returncode == 0
+    with sqlite3.connect(newer) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    result = run("--database-url", f"sqlite:///{newer}", "--jwt-secret", SECRET, "--port", "0")
+    _one_line_failure(result, "ffffffffffff")
+
+
+def test_sighup_reopens_the_log_file_and_never_kills(tmp_path):
+    import os
+    import signal
+    import time
+
+    log_file = tmp_path / "scoreboard.log"
+    server = ServerProcess(
+        f"sqlite:///{tmp_path}/hup.db", tmp_path / "out.log", "--log-file", str(log_file)
+    ).start()
+    try:
+        assert "serving on" in log_file.read_text()
+        rotated = tmp_path / "scoreboard.log.1"
+        os.rename(log_file, rotated)
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while not log_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.request("GET", "/healthz")[0] == 200
+        assert server.process.poll() is None
+        assert "reopened the log file" in log_file.read_text()
+        deadline = time.monotonic() + 5  # the access line is written just after the answer
+        while "GET /healthz" not in log_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "GET /healthz" in log_file.read_text()
+        assert "GET /healthz" not in rotated.read_text()
+    finally:
+        assert server.stop() == 0
+    # Without a log file SIGHUP is a logged no-op.
+    plain = ServerProcess(f"sqlite:///{tmp_path}/hup2.db", tmp_path / "plain.log").start()
+    try:
+        plain.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert plain.request("GET", "/healthz")[0] == 200
+    finally:
+        assert plain.stop() == 0
+    assert "nothing to reopen" in (tmp_path / "plain.log").read_text()

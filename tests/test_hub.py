@@ -113,3 +113,27 @@ def test_the_hub_never_imports_the_service_or_the_session():
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not imported & {"service", "session"}, imported
+
+
+def test_a_kernel_queue_that_never_shrinks_is_a_slow_consumer():
+    from scoreboard.connections import Connection, Outbox
+
+    closed: list[Connection] = []
+    outbox = Outbox(
+        max_unsent_bytes=1000,
+        slow_consumer_timeout=10,
+        clock=lambda: 0.0,
+        fresh_snapshot=lambda conn, board: b"",
+        close_slow=closed.append,
+    )
+    reading, stopped, flooded = FakeSink(), FakeSink(), FakeSink()
+    conns = [Connection(i, None, sink) for i, sink in enumerate((reading, stopped, flooded))]
+    for t, kernel in ((0, 300), (4, 500), (8, 200), (12, 400), (16, 600), (20, 0)):
+        reading.kernel = kernel  # goes up and down: the peer reads
+        stopped.kernel = 300 + t  # only grows
+        flooded.kernel = 1500 if t >= 8 else 100
+        for conn in conns:
+            outbox.check_kernel(conn, float(t))
+    assert closed[0] is conns[2]  # past the bound at the first look after it grew
+    assert conns[1] in closed  # no shrink in 10 s
+    assert conns[0] not in closed

@@ -10,6 +10,7 @@ from scoreboard.pacing import (
     abuse_streak_start,
     broadcast_delay,
     close_delay,
+    kernel_check_slices,
     message_rate,
     ping_slices,
     stalled,
@@ -62,3 +63,8 @@ def test_message_rate_over_samples():
     assert message_rate([]) == 0
     assert message_rate([(1.0, 10)]) == 0
     assert message_rate([(1.0, 10), (2.0, 30), (3.0, 50)]) == 20
+
+
+def test_kernel_queues_are_checked_about_four_times_per_slow_consumer_timeout():
+    assert kernel_check_slices(slow_consumer_timeout=30, period=1.0) == 8
+    assert kernel_check_slices(slow_consumer_timeout=1, period=0.25) == 1

@@ -79,7 +79,7 @@ def test_a_score_post_names_its_missing_and_unknown_fields():
 def test_user_id_is_an_identifier_up_to_64_characters():
     assert SCORE_POST.check({"score": 1, "user_id": "a" * 64})["user_id"] == "a" * 64
     assert SCORE_POST.check({"score": 1, "user_id": "A-z_0.9"})["user_id"] == "A-z_0.9"
-    rule = "1-64 characters of A-Z a-z 0-9 _ . - (server and admin tokens only)"
+    rule = "1-64 characters of A-Z a-z 0-9 _ . -, not . or .. (server and admin tokens only)"
     for bad in ("", "a" * 65, "a b", "abc\n", "é", 7):
         body = {"score": 1, "user_id": bad}
         assert refusal(SCORE_POST.check, body) == f"user_id must be {rule}, got {bad!r}"
@@ -134,9 +134,9 @@ def test_a_title_is_one_to_200_characters_not_only_blanks_and_is_stored_stripped
 @pytest.mark.parametrize(
     ("field", "bad", "words"),
     [
-        ("id", "", "1-64 characters of A-Z a-z 0-9 _ . -"),
-        ("id", "a" * 65, "1-64 characters of A-Z a-z 0-9 _ . -"),
-        ("id", "a/b", "1-64 characters of A-Z a-z 0-9 _ . -"),
+        ("id", "", "1-64 characters of A-Z a-z 0-9 _ . -, not . or .."),
+        ("id", "a" * 65, "1-64 characters of A-Z a-z 0-9 _ . -, not . or .."),
+        ("id", "a/b", "1-64 characters of A-Z a-z 0-9 _ . -, not . or .."),
         ("order", "up", "one of desc, asc"),
         ("operator", "max", "one of best, set, incr"),
         ("min_score", "1", "an integer within ±(2^53-1) or null"),
@@ -236,7 +236,7 @@ def test_register_takes_values_at_their_limits():
 def test_register_refusals_name_the_field_and_never_the_password():
     good = {"username": "ann", "password": "secret-pass"}
     assert refusal(REGISTER.check, {**good, "username": ""}) == (
-        "username must be 1-64 characters of A-Z a-z 0-9 _ . -, got ''"
+        "username must be 1-64 characters of A-Z a-z 0-9 _ . -, not . or .., got ''"
     )
     for bad in ("seven77", "p" * 1025):
         detail = refusal(REGISTER.check, {**good, "password": bad})

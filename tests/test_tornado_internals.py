@@ -90,3 +90,26 @@ def test_request_handler_keeps_its_response_headers_in_underscore_headers():
     assert isinstance(handler._headers, HTTPHeaders)
     handler.set_header("X-Probe", "1")
     assert handler._headers["X-Probe"] == "1"
+
+
+def test_websocket_protocol13_decodes_text_frames_in_handle_message():
+    # Private use 4: the override sees each whole message with its opcode before Tornado.
+    source = inspect.getsource(tornado.websocket.WebSocketProtocol13._handle_message)
+    assert "opcode == 0x1" in source and 'decode("utf-8")' in source
+    assert hasattr(tornado.websocket.WebSocketProtocol13, "_frame_compressed") or (
+        "_frame_compressed" in inspect.getsource(tornado.websocket.WebSocketProtocol13)
+    )
+
+
+def test_tcpserver_keeps_its_listeners_in_sockets_and_handlers():
+    # Private use 5: add_sockets fills the two tables stop() reads, and hands accepted
+    # connections to _handle_connection(connection, address).
+    from tornado.tcpserver import TCPServer
+
+    add = inspect.getsource(TCPServer.add_sockets)
+    assert "self._sockets[sock.fileno()] = sock" in add
+    assert "self._handlers[sock.fileno()]" in add
+    stop = inspect.getsource(TCPServer.stop)
+    assert "self._handlers" in stop and "self._sockets" in stop
+    params = list(inspect.signature(TCPServer._handle_connection).parameters)
+    assert params == ["self", "connection", "address"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from tornado.http1connection import HTTP1Connection
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 from tornado.iostream import StreamClosedError
 
 from .. import export, schemas
@@ -15,12 +17,13 @@ from .base import BaseHandler, admin, authenticated, public, reader
 
 
 class Metrics(BaseHandler):
-    """Prometheus text format of the default registry."""
+    """The default registry in Prometheus text format, or OpenMetrics when the scraper asks."""
 
     @public
     def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest(REGISTRY))
+        encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))
+        self.set_header("Content-Type", content_type)
+        self.finish(encode(REGISTRY))
 
 
 class Register(BaseHandler):
@@ -202,18 +205,39 @@ class Scores(BaseHandler):
 
 
 class Updates(BaseHandler):
-    """Long-poll for browsers without WebSocket: answers when `seq` passes `since`."""
+    """Long-poll for browsers without WebSocket: answers when `seq` passes `since`.
+
+    The wait ends at once when the client goes away, and is left out of the HTTP histogram:
+    a 25 s poll is not a 25 s answer, and would fill its `+Inf` bucket.
+    """
+
+    _waiting: asyncio.Task[Any] | None = None
+    _waited_s = 0.0
 
     @reader
     async def get(self, board_id: str) -> None:
         query = schemas.UPDATES.parse(self.query_argument)
-        answer = await self.service.wait_for_update(
-            board_id, since=query["since"], timeout=query["timeout"], identity=self.identity
+        started = time.monotonic()
+        self._waiting = asyncio.ensure_future(
+            self.service.wait_for_update(
+                board_id, since=query["since"], timeout=query["timeout"], identity=self.identity
+            )
         )
-        connection = self.request.connection
-        if isinstance(connection, HTTP1Connection) and connection.stream.closed():
-            return  # the client left while it waited: nobody to answer
+        try:
+            answer = await self._waiting
+        except asyncio.CancelledError:
+            return  # on_connection_close: nobody is left to answer
+        finally:
+            self._waited_s = time.monotonic() - started
+            self._waiting = None
         self.write_json(answer)
+
+    def on_connection_close(self) -> None:
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    def work_seconds(self) -> float:
+        return max(0.0, self.request.request_time() - self._waited_s)
 
 
 class AdminOnline(BaseHandler):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.client import responses
@@ -32,16 +31,21 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..hub import Hub
+from ..logs import redacted_uri
 from ..service import ScoreboardService
 from ..session import Sessions
 from ..store import Store
 
 log = logging.getLogger(__name__)
+app_log = logging.getLogger("tornado.application")
+gen_log = logging.getLogger("tornado.general")
 
 MAX_BODY_BYTES = 16 * 1024  # larger bodies are a 413 (docs/api.md#conventions)
+# A chunked body past MAX_BODY_BYTES is read to its end and dropped, so that its sender can
+# read the 413 (answering mid-upload resets the connection under the sender). Beyond this
+# much, the connection is dropped instead; --idle-timeout bounds how long a drain may stall.
+MAX_DRAIN_BYTES = 64 * 1024 * 1024
 PROBLEM_TYPE = "https://scoreboard.dev/problems/"
-# Tokens may arrive in the query string (WebSocket last resort); they never reach a log line.
-_SECRET_QUERY = re.compile(r"(access_token=)[^&]*")
 # Codes for statuses Tornado itself raises (unknown route, wrong method, bad request line).
 _CODE_BY_STATUS = {
     400: "bad_request",
@@ -114,9 +118,27 @@ def send_problem(
     handler.finish(orjson.dumps(problem))
 
 
-def redacted_uri(uri: str) -> str:
-    """The URI as logs may show it: the query's access_token replaced."""
-    return _SECRET_QUERY.sub(r"\1[redacted]", uri)
+def log_request_exception(
+    handler: tornado.web.RequestHandler, typ: Any, value: Any, tb: Any
+) -> None:
+    """Tornado's `log_exception` without the raw URI and `repr(request)`: tokens may arrive
+    in the query string (WebSocket last resort), so only the redacted URI is named."""
+    request = handler.request
+    summary = f"{request.method} {redacted_uri(request.uri or '')} ({request.remote_ip})"
+    if isinstance(value, tornado.web.HTTPError):
+        if value.log_message:
+            gen_log.warning("%d %s: %s", value.status_code, summary, value.get_message())
+    else:
+        app_log.error("Uncaught exception %s", summary, exc_info=(typ, value, tb))
+
+
+def is_expected_refusal(value: Any) -> bool:
+    """A ScoreboardError that is an answer, not a fault: any but a 5xx other than 503.
+
+    Client mistakes (4xx) and "not ready / overloaded" (503) are states the client is told
+    about; logging them with a traceback at ERROR would bury real faults.
+    """
+    return isinstance(value, ScoreboardError) and (value.status < 500 or value.status == 503)
 
 
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any] | None])
@@ -162,8 +184,45 @@ authenticated = _rule("authenticated", _require_token)
 admin = _rule("admin", _require_admin)
 
 
+def allowed_methods(handler_class: type[tornado.web.RequestHandler]) -> list[str]:
+    """The methods a handler class implements, for `Allow` and CORS preflights."""
+    base = tornado.web.RequestHandler
+    return [
+        method
+        for method in handler_class.SUPPORTED_METHODS
+        if getattr(handler_class, method.lower()) is not getattr(base, method.lower())
+    ]
+
+
+class RouteMethods(tornado.web.RequestHandler):
+    """What every route answers whatever its methods: HEAD wherever GET works, OPTIONS, and
+    405 with an `Allow` header (SPEC section 3; uptime monitors probe with HEAD)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "get" in cls.__dict__ and "head" not in cls.__dict__:
+            # Same code, same auth rule; Tornado sends the headers of a GET without its body.
+            cls.head = cls.get
+
+    @public
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        """Preflight: 204; the CORS headers are added by subclasses that allow other origins."""
+        self.set_status(204)
+        self.finish()
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if is_expected_refusal(value):
+            return
+        log_request_exception(self, typ, value, tb)
+
+    def set_allow_header(self, status_code: int) -> None:
+        """A 405 names what the route does take."""
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(allowed_methods(type(self))))
+
+
 @tornado.web.stream_request_body
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(RouteMethods):
     """JSON API handler: problem+json errors, bearer tokens, a 16 KiB body cap."""
 
     def initialize(self, services: Services) -> None:
@@ -181,6 +240,9 @@ class BaseHandler(tornado.web.RequestHandler):
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise TooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes, got {declared}")
+        if self.request.method in ("POST", "PUT", "PATCH"):
+            # The server-wide cap (cli.MAX_REQUEST_BYTES) would answer a bare 400 at 1 MiB.
+            self.request.connection.set_max_body_size(MAX_DRAIN_BYTES)  # type: ignore[union-attr]
 
     def data_received(self, chunk: bytes) -> None:
         # Keep reading (so the answer can be sent on a healthy connection) but stop storing.
@@ -243,10 +305,10 @@ class BaseHandler(tornado.web.RequestHandler):
         return origin if origin is not None and origin.rstrip("/") in allowed else None
 
     @public
-    def options(self, *args: Any) -> None:
+    def options(self, *args: Any, **kwargs: Any) -> None:
         """CORS preflight; only allowed origins get the allow headers."""
         if self._allowed_origin() is not None:
-            self.set_header("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
+            self.set_header("Access-Control-Allow-Methods", ", ".join(allowed_methods(type(self))))
             self.set_header(
                 "Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key"
             )
@@ -259,6 +321,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(orjson.dumps(body))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_allow_header(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ScoreboardError):
             send_problem(
@@ -276,16 +339,14 @@ class BaseHandler(tornado.web.RequestHandler):
             status_code = exc.status
         super().send_error(status_code, **kwargs)
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # Client errors are answers, not faults: keep them out of the error log.
-        if isinstance(value, ScoreboardError) and value.status < 500:
-            return
-        super().log_exception(typ, value, tb)
-
     def on_finish(self) -> None:
-        metrics.HTTP_REQUEST_DURATION.labels(
-            type(self).__name__, self.request.method, str(self.get_status())
-        ).observe(self.request.request_time())
+        metrics.observe_request(
+            type(self).__name__, self.request.method, self.get_status(), self.work_seconds()
+        )
+
+    def work_seconds(self) -> float:
+        """The request's time as the HTTP histogram counts it (the long-poll drops its wait)."""
+        return self.request.request_time()
 
 
 class Health(BaseHandler):

@@ -14,19 +14,15 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-import tornado.web
-
 from .. import metrics
 from ..auth import Identity
-from ..errors import AuthFailed, Forbidden, ScoreboardError
+from ..errors import AuthFailed, Forbidden, NotReady, ScoreboardError
 from ..hub import Hub
 from ..session import MAX_MESSAGE_BYTES, Session
-from .base import Services, bearer_token, redacted_uri, send_problem
+from .base import Services, bearer_token, log_request_exception, send_problem
 from .tornado_internals import LeanWebSocketHandler
 
 log = logging.getLogger(__name__)
-app_log = logging.getLogger("tornado.application")
-gen_log = logging.getLogger("tornado.general")
 
 SUBPROTOCOL = "scoreboard.v1"
 BEARER_PREFIX = "bearer."  # `Sec-WebSocket-Protocol: scoreboard.v1, bearer.<token>`
@@ -65,6 +61,10 @@ class LiveSocket(LeanWebSocketHandler):
             self._reject(exc, "auth")
             return
         refusal = self.hub.admission(identity)
+        if refusal is None and not self.services.service.ready:
+            # Right after a restart every client reconnects at once: until the boards are
+            # loaded a subscription could only say "no board"; 503 with Retry-After instead.
+            refusal = NotReady("the leaderboards are still loading", retry_after=1.0)
         if refusal is not None:
             self._reject(refusal, "limit")
             return
@@ -122,15 +122,8 @@ class LiveSocket(LeanWebSocketHandler):
         send_problem(self, exc.status, exc.code, exc.title, exc.detail, retry_after=exc.retry_after)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # Tornado's own lines quote the URI and the request; the access_token must never reach
-        # a log, so only the redacted URI is named.
-        uri = redacted_uri(self.request.uri or "")
-        summary = f"{self.request.method} {uri} ({self.request.remote_ip})"
-        if isinstance(value, tornado.web.HTTPError):
-            if value.log_message:
-                gen_log.warning("%d %s: %s", value.status_code, summary, value.get_message())
-        else:
-            app_log.error("Uncaught exception %s", summary, exc_info=(typ, value, tb))
+        # Tornado's own lines quote the URI, which may hold the access_token.
+        log_request_exception(self, typ, value, tb)
 
     # -- connection events -----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from .. import frames, metrics
 from ..auth import Identity, Role
 from ..errors import AuthFailed, NotFound, NotReady, ScoreboardError
 from ..formatting import format_score, parse_score_input
-from .base import Services, admin, public, reader, send_problem
+from .base import RouteMethods, Services, admin, public, reader, send_problem
 
 TOKEN_COOKIE = "scoreboard_token"
 AROUND_RADIUS = 2  # the rank card shows two players above and two below the viewer
@@ -52,7 +52,7 @@ def login_url(next_path: str, *, expired: bool = False) -> str:
     return "/login" + query + ("&expired=1" if expired else "")
 
 
-class PageHandler(tornado.web.RequestHandler):
+class PageHandler(RouteMethods):
     """HTML pages: the viewer from the token cookie, HTML error pages, strict security headers.
 
     Auth rules use the same decorators as the API (`public`, `reader`, `admin`); a refusal is
@@ -133,6 +133,7 @@ class PageHandler(tornado.web.RequestHandler):
         super().send_error(status_code, **kwargs)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_allow_header(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, NotReady):
             self.set_header("Retry-After", str(NOT_READY_REFRESH_S))
@@ -155,16 +156,10 @@ class PageHandler(tornado.web.RequestHandler):
             503: "Starting up",
         }.get(status, "Something went wrong")
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # A refused page (log-in needed, 404) is an answer, not a fault of the server.
-        if isinstance(value, ScoreboardError) and value.status < 500:
-            return
-        super().log_exception(typ, value, tb)
-
     def on_finish(self) -> None:
-        metrics.HTTP_REQUEST_DURATION.labels(
-            type(self).__name__, self.request.method, str(self.get_status())
-        ).observe(self.request.request_time())
+        metrics.observe_request(
+            type(self).__name__, self.request.method, self.get_status(), self.request.request_time()
+        )
 
     # -- shared pieces ---------------------------------------------------------------------
 
@@ -206,9 +201,9 @@ class NotFoundPage(PageHandler):
         send_problem(self, status_code, error.code, error.title, error.detail)
 
     def on_finish(self) -> None:
-        metrics.HTTP_REQUEST_DURATION.labels(
-            "not_found", self.request.method, str(self.get_status())
-        ).observe(self.request.request_time())
+        metrics.observe_request(
+            "not_found", self.request.method, self.get_status(), self.request.request_time()
+        )
 
 
 class IndexPage(PageHandler):

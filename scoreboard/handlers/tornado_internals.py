@@ -24,16 +24,31 @@ The private uses:
 3. `RequestHandler._headers`, replaced by an empty `HTTPHeaders` after the upgrade: the 101
    answer is long sent, and its seven headers would stay for the life of the socket. The
    public `clear()` refills it with three default headers (a formatted Date among them).
+4. `WebSocketProtocol13._handle_message`, extended: for a text frame that is not valid UTF-8
+   Tornado drops the TCP connection without a close frame; RFC 6455 (and SPEC section 5) say
+   close 1007. The protocol object comes from the public `get_websocket_protocol`.
+5. `TCPServer._sockets`, `_handlers` and `_handle_connection`, in `ListenerHTTPServer`:
+   `add_sockets` replaced so that the server runs its own accept loop (http_server.py: on
+   descriptor exhaustion Tornado's loop raised on every turn). The two tables are what
+   `stop()` reads; `_handle_connection` wraps TLS and builds the stream, as before.
 """
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import tornado.websocket
+from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+
+_INT_BUFFER = bytes(4)  # ioctl's answer buffer for SIOCOUTQ (TIOCOUTQ is the same request)
+CLOSE_INVALID_PAYLOAD = 1007  # RFC 6455: a text frame that is not UTF-8
 
 # Shared by every upgraded connection in place of its own (used) argument containers; nothing
 # reads or writes them after open().
@@ -89,6 +104,12 @@ class LeanWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.path_args = self.open_args = _NO_ARGS  # type: ignore[assignment]
         self.path_kwargs = self.open_kwargs = _NO_KWARGS
 
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if type(protocol) is tornado.websocket.WebSocketProtocol13:
+            protocol.__class__ = _StrictUtf8Protocol  # private use 4: same state, one override
+        return protocol
+
     def on_drained(self) -> None:
         """Every byte that waited in the stream's buffer has reached the kernel."""
 
@@ -138,7 +159,48 @@ class LeanWebSocketHandler(tornado.websocket.WebSocketHandler):
         stream = self._stream
         return stream._total_write_done_index if stream is not None else 0  # private use 1
 
+    def kernel_unsent_bytes(self) -> int:
+        """Bytes the kernel holds unsent or unacknowledged for this socket (Linux SIOCOUTQ)."""
+        stream = self._stream
+        if stream is None or stream.closed():
+            return 0
+        try:
+            raw = fcntl.ioctl(stream.socket.fileno(), termios.TIOCOUTQ, _INT_BUFFER)
+        except OSError:
+            return 0
+        return int(struct.unpack("i", raw)[0])
+
     def abort(self) -> None:
         """Drop the TCP connection at once (the peer is gone or hostile)."""
         if self._stream is not None:
             self._stream.close()
+
+
+class _StrictUtf8Protocol(tornado.websocket.WebSocketProtocol13):
+    """Closes with 1007 on a text frame that is not UTF-8, where Tornado drops the socket."""
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:  # private use 4
+        if opcode == 0x1 and not self.client_terminated and not self._frame_compressed:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(CLOSE_INVALID_PAYLOAD, "invalid UTF-8")
+                return None
+        return super()._handle_message(opcode, data)
+
+
+class ListenerHTTPServer(HTTPServer):
+    """An `HTTPServer` that runs its own accept loop: subclasses give `watch_listener`."""
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock  # private use 5
+            self._handlers[sock.fileno()] = self.watch_listener(sock)
+
+    def watch_listener(self, sock: socket.socket) -> Callable[[], None]:
+        """Start accepting on `sock`; return what stops it (called by `stop()`)."""
+        raise NotImplementedError
+
+    def serve_connection(self, connection: socket.socket, address: Any) -> None:
+        """Serve an accepted connection (TLS wrapped as configured)."""
+        self._handle_connection(connection, address)  # private use 5
