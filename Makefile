@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format bench clean lock
+.PHONY: run test lint format bench bench-smoke clean lock
 
 $(VENV)/.runtime: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,14 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Every figure of the targets next to its peer or floor, measured in the same run (about 10
+# minutes); installs the npm peers (socket.io, Bun) into bench/peers/node_modules on first use.
 bench: $(VENV)/.dev
-	$(PY) bench/bench_ranking.py
+	$(PY) bench/bench_all.py
+
+# The same benchmarks with tiny sizes (under 2 minutes): checks they all run, judges nothing.
+bench-smoke: $(VENV)/.dev
+	BENCH_SIZE=tiny $(PY) bench/bench_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import resource
 import statistics
@@ -65,6 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--players", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the table"
+    )
     args = parser.parse_args()
     n = args.players
     rng = random.Random(args.seed)
@@ -115,6 +119,18 @@ def main() -> None:
         label = "submit best (~half keep)" if operator is Operator.BEST else "submit incr (moves)"
         rows.append((label, *time_calls(submits(board, now))))
 
+    if args.json:  # for bench/bench_all.py
+        print(
+            json.dumps(
+                {
+                    "players": n,
+                    "median_us": {name: median for name, median, _ in rows},
+                    "p99_us": {name: p99 for name, _, p99 in rows},
+                    "load_s": load_s,
+                }
+            )
+        )
+        return
     print(f"ranking.Leaderboard, {n:,} players, Python {sys.version.split()[0]}")
     print(f"{'operation':<26}{'median us':>12}{'p99 us':>12}")
     print("-" * 50)

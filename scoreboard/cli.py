@@ -1,6 +1,6 @@
 """The command line of run.py (installed: `scoreboard`).
 
-Subcommands: serve (default), migrate, token, user create, board create.
+Subcommands: serve (default), migrate, token, user create, board create, loadtest.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import socket
 import ssl
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 from tornado.netutil import bind_sockets
 
@@ -55,7 +57,71 @@ def build_parser() -> argparse.ArgumentParser:
     # `run.py token alice --database-url …`: the server flags work after a subcommand too.
     for leaf in (migrate, token, *leaves):
         config.add_flags(leaf, after_subcommand=True)
+    _add_loadtest_parser(commands)
     return parser
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_loadtest_parser(commands: Any) -> None:
+    loadtest = commands.add_parser(
+        "loadtest",
+        help="load generator: N WebSocket subscribers, scores posted at a rate, latency figures",
+        description="Opens N authenticated subscribers of a board, posts scores at a fixed "
+        "rate for a fixed time, and prints a JSON summary (progress on stderr). Tokens are "
+        "signed with the server's secret (--jwt-secret, else the one stored in --database-url) "
+        "unless --tokens-file gives them.",
+    )
+    loadtest.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8888")
+    loadtest.add_argument("--clients", type=_positive(int), required=True, help="subscribers")
+    loadtest.add_argument("--rate", type=_positive(float), required=True, help="posts per second")
+    loadtest.add_argument(
+        "--duration", type=_positive(float), required=True, help="seconds of posting"
+    )
+    loadtest.add_argument("--board", default="loadtest", help="board to watch and post to")
+    loadtest.add_argument(
+        "--via", choices=["http", "ws"], default="http", help="post over HTTP or submit_score"
+    )
+    loadtest.add_argument(
+        "--processes",
+        dest="loadtest_processes",  # not the server's --processes, which is a setting
+        type=_positive(int),
+        default=1,
+        help="spread the subscribers over K child processes",
+    )
+    loadtest.add_argument(
+        "--drain",
+        type=float,
+        default=2.0,
+        help="seconds to wait after the last post for its frames (default 2)",
+    )
+    loadtest.add_argument(
+        "--tokens-file", help="subscriber tokens, one per line (used in turn), instead of minting"
+    )
+    loadtest.add_argument(
+        "--poster-token-file", help="a server-role token for the poster, instead of minting one"
+    )
+    loadtest.add_argument(
+        "--create-board",
+        action="store_true",
+        help="create the board (operator set) with an admin token when it does not exist",
+    )
+    loadtest.add_argument(
+        "--kernel-timestamps",
+        action="store_true",
+        help="time frames by the kernel's receive timestamp (SO_TIMESTAMPNS), not at read",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             print(_token(settings, args))
             return 0
+        if args.command == "loadtest":
+            return _loadtest(settings, args)
         return manage.main(settings, args)
     except ScoreboardError as exc:
         print(f"scoreboard: {exc.detail}", file=sys.stderr)
@@ -108,6 +176,106 @@ def _token(settings: config.Settings, args: argparse.Namespace) -> str:
     finally:
         store.close()
     return codec.issue(args.sub, role=Role(args.role), name=args.name, ttl=args.ttl)
+
+
+def _loadtest(settings: config.Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from . import loadclient, loadtest
+
+    if args.drain < 0:
+        print(f"scoreboard: --drain: must be 0 or more, got {args.drain!r}", file=sys.stderr)
+        return 2
+    try:
+        target = loadclient.Target.from_url(args.url)
+    except loadclient.LoadtestError as exc:
+        print(f"scoreboard: {exc}", file=sys.stderr)
+        return 2
+    codec: TokenCodec | None = None
+    if args.tokens_file is None or args.poster_token_file is None or args.create_board:
+        secret = settings.jwt_secret.encode() if settings.jwt_secret else _stored_secret(settings)
+        if secret is None:
+            print(
+                "scoreboard: no secret to sign tokens with: pass the server's --jwt-secret, "
+                f"or --database-url of its database (none stored in {settings.database_url!r}), "
+                "or --tokens-file and --poster-token-file",
+                file=sys.stderr,
+            )
+            return 2
+        codec = TokenCodec(
+            secret=secret,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl=loadtest.TOKEN_TTL_S,
+        )
+    try:
+        subscribers = (
+            _read_tokens(args.tokens_file)
+            if args.tokens_file is not None
+            else [codec.issue(f"loadtest-sub{i}") for i in range(args.clients)]  # type: ignore[union-attr]
+        )
+        poster = (
+            _read_tokens(args.poster_token_file)[0]
+            if args.poster_token_file is not None
+            else codec.issue(loadtest.POSTER_SUB, role=Role.SERVER)  # type: ignore[union-attr]
+        )
+    except (OSError, ValueError) as exc:
+        print(f"scoreboard: {exc}", file=sys.stderr)
+        return 2
+    options = loadtest.Options(
+        url=f"http://{target.host_header}",
+        clients=args.clients,
+        rate=args.rate,
+        duration=args.duration,
+        board=args.board,
+        via=args.via,
+        processes=args.loadtest_processes,
+        drain=args.drain,
+        subscriber_tokens=subscribers,
+        poster_token=poster,
+        admin_token=(
+            codec.issue(loadtest.ADMIN_SUB, role=Role.ADMIN)
+            if codec is not None and args.create_board
+            else None
+        ),
+        create_board=args.create_board,
+        kernel_timestamps=args.kernel_timestamps,
+        progress=sys.stderr,
+    )
+    try:
+        summary = asyncio.run(loadtest.run(options))
+    except loadclient.LoadtestError as exc:
+        print(f"scoreboard: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["connect"]["connected"] else 1
+
+
+def _stored_secret(settings: config.Settings) -> bytes | None:
+    """The secret a server keeps in its database; never generates one (that is the server's)."""
+    from .app import JWT_SECRET_SETTING
+
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None  # a missing file would be created empty: there is nothing to read
+    store = Store(url)
+    try:
+        value = store.get_setting_sync(JWT_SECRET_SETTING)
+    except Exception:  # no settings table: not a migrated database
+        return None
+    finally:
+        store.close()
+    return value.encode() if value else None
+
+
+def _read_tokens(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as file:
+        tokens = [line.strip() for line in file if line.strip()]
+    if not tokens:
+        raise ValueError(f"no tokens in {path!r}")
+    return tokens
 
 
 class StartupFailed(Exception):
