@@ -296,13 +296,11 @@ PATHS: dict[str, dict[str, Any]] = {
                     "required": False,
                     "schema": {"enum": ["csv", "json"], "default": "csv"},
                 },
-                {
-                    "name": "season",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 1},
-                    "description": "an archived season; absent: the season in force",
-                },
+                # The same schema the handler checks the query with.
+                *(
+                    {**param, "description": "an archived season; absent: the season in force"}
+                    for param in _params(schemas.SEASON)
+                ),
             ],
         )
     },
