@@ -108,6 +108,26 @@ class Accounts:
         except Exception as exc:  # the log-in itself succeeded; try again at the next one
             log.warning("re-hashing the password of %s failed: %s", user.id, exc)
 
+    async def create_account(self, body: dict[str, Any]) -> dict[str, Any]:
+        """An account made by an organiser, with any role (`run.py user create` on a running
+        server): `{user_id, name, role}`; 409 for a name taken in any case. Not subject to
+        `--registration closed`, which is about strangers signing themselves up."""
+        self._require_ready()
+        clean = schemas.ACCOUNT.check(body)
+        username, password, role = clean["username"], clean["password"], clean["role"]
+        name = clean.get("display_name") or username
+        encoded = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        await self.store.create_user(
+            UserRow(id=username, name=name, role=role, password_hash=encoded)
+        )
+        return {"user_id": username, "name": name, "role": role}
+
+    async def list_users(self, *, limit: int, offset: int) -> dict[str, Any]:
+        """`{total, users}`: a page of every user by id, without password hashes."""
+        self._require_ready()
+        total, rows = await self.store.list_users(offset=offset, limit=limit)
+        return {"total": total, "users": rows}
+
     def _token_answer(self, user: UserRow) -> dict[str, Any]:
         role = Role(user.role)
         token = self.tokens.issue(user.id, role=role, name=user.name)

@@ -15,7 +15,7 @@ from tornado.httputil import HTTPServerRequest
 from .accounts import Accounts
 from .auth import TokenCodec
 from .config import Settings
-from .handlers import api, pages
+from .handlers import api, archive, pages
 from .handlers.base import (
     BaseHandler,
     Health,
@@ -61,13 +61,21 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/api/boards/{board_id}/players/{user_id}/around", api.Around),
     ("/api/boards/{board_id}/scores", api.Scores),
     ("/api/boards/{board_id}/updates", api.Updates),
+    ("/api/boards/{board_id}/reset", api.Reset),
+    ("/api/boards/{board_id}/seasons", api.Seasons),
+    ("/api/boards/{board_id}/seasons/{season}/leaderboard", api.SeasonLeaderboard),
+    ("/api/boards/{board_id}/export", api.Export),
     ("/api/admin/stats", api.AdminStats),
+    ("/api/admin/online", api.AdminOnline),
+    ("/api/admin/users", api.AdminUsers),
     ("/ws", LiveSocket),
     # The web UI (templates/ and static/).
     ("/", pages.IndexPage),
     ("/boards/{board_id}", pages.BoardPage),
     ("/boards/{board_id}/submit", pages.BoardSubmitForm),
+    ("/boards/{board_id}/seasons/{season}", archive.SeasonPage),
     ("/admin", pages.AdminPage),
+    ("/admin/export/{board_id}", archive.AdminExport),
     ("/login", pages.LoginPage),
     ("/register", pages.RegisterPage),
     ("/logout", pages.LogoutForm),

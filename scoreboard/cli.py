@@ -7,32 +7,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import faulthandler
-import getpass
 import logging
 import signal
 import socket
 import ssl
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from . import __version__, config, logs, schemas
+from . import __version__, config, logs, manage
 from .app import build_services, make_app, resolve_jwt_secret
-from .auth import Role, TokenCodec, hash_password
+from .auth import Role, TokenCodec
 from .dbfile import NotADatabase
-from .errors import ScoreboardError, ValidationFailed
-from .formatting import SCORE_FORMATS, parse_score_format
+from .dblock import DatabaseLock, LockHeld
+from .errors import ScoreboardError
 from .handlers.base import Services
 from .handlers.http_server import ScoreboardHTTPServer
-from .schemas import BOARD_SETTINGS, MIN_PASSWORD_LENGTH, is_identifier, new_board
 from .store import Store
-from .tables import UserRow
 
 log = logging.getLogger("scoreboard")
 
@@ -56,34 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name")
     token.add_argument("--ttl", type=int)
 
-    user = commands.add_parser("user", help="manage accounts").add_subparsers(
-        dest="user_command", required=True
-    )
-    create_user = user.add_parser("create", help="create an account (password from stdin)")
-    create_user.add_argument("username")
-    create_user.add_argument("--role", choices=[r.value for r in Role], default=Role.PLAYER.value)
-    create_user.add_argument("--name", help="display name (default: the username)")
-
-    board = commands.add_parser("board", help="manage boards").add_subparsers(
-        dest="board_command", required=True
-    )
-    create_board = board.add_parser("create", help="create a board")
-    create_board.add_argument("id")
-    create_board.add_argument("--title", required=True)
-    # Choices and defaults come from the board's settings: the API's create body, as flags.
-    for name in ("order", "operator"):
-        setting = BOARD_SETTINGS[name]
-        create_board.add_argument(
-            f"--{name}", choices=setting.schema["enum"], default=setting.default
-        )
-    create_board.add_argument(
-        "--score-format",
-        default=BOARD_SETTINGS["score_format"].default,
-        metavar="FORMAT",
-        help="how scores are shown: " + ", ".join(SCORE_FORMATS),
-    )
+    leaves = manage.add_commands(commands)
     # `run.py token alice --database-url …`: the server flags work after a subcommand too.
-    for leaf in (migrate, token, create_user, create_board):
+    for leaf in (migrate, token, *leaves):
         config.add_flags(leaf, after_subcommand=True)
     _add_loadtest_parser(commands)
     return parser
@@ -174,9 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "loadtest":
             return _loadtest(settings, args)
-        if args.command == "user":
-            return _create_user(settings, args)
-        return _create_board(settings, args)
+        return manage.main(settings, args)
     except ScoreboardError as exc:
         print(f"scoreboard: {exc.detail}", file=sys.stderr)
         return 1
@@ -206,62 +176,6 @@ def _token(settings: config.Settings, args: argparse.Namespace) -> str:
     finally:
         store.close()
     return codec.issue(args.sub, role=Role(args.role), name=args.name, ttl=args.ttl)
-
-
-def _create_user(settings: config.Settings, args: argparse.Namespace) -> int:
-    username = args.username
-    if not is_identifier(username):
-        raise ValidationFailed(
-            f"username must be {schemas.IDENTIFIER['description']}, got {username!r}"
-        )
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"password for {username}: ")
-    else:
-        password = sys.stdin.readline().rstrip("\n")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        print(
-            f"scoreboard: the password needs at least {MIN_PASSWORD_LENGTH} characters",
-            file=sys.stderr,
-        )
-        return 1
-    store = _migrated_store(settings)
-    try:
-        store.create_user_sync(
-            UserRow(
-                id=username,
-                name=args.name or username,
-                role=args.role,
-                password_hash=hash_password(password),
-            )
-        )
-    finally:
-        store.close()
-    print(f"created user {username} with role {args.role}")
-    return 0
-
-
-def _create_board(settings: config.Settings, args: argparse.Namespace) -> int:
-    try:
-        parse_score_format(args.score_format, "--score-format")
-    except ValidationFailed as exc:  # a usage mistake, like a bad flag value: exit 2
-        print(f"scoreboard: {exc.detail}", file=sys.stderr)
-        return 2
-    # The API's create body: the same schema checks it, and fills in the other settings.
-    body = {
-        "id": args.id,
-        "title": args.title,
-        "order": args.order,
-        "operator": args.operator,
-        "score_format": args.score_format,
-    }
-    board = new_board(body, created_at=time.time())
-    store = _migrated_store(settings)
-    try:
-        store.create_board_sync(board)
-    finally:
-        store.close()
-    print(f"created board {board.id}")
-    return 0
 
 
 def _loadtest(settings: config.Settings, args: argparse.Namespace) -> int:
@@ -385,13 +299,31 @@ def serve(settings: config.Settings) -> int:
         # Cheap checks first: a server that cannot listen must not create or migrate a database.
         context = _ssl_context(settings)
         sockets = _bind(settings)
-        services = _open_services(settings)
+        # One database, one single-process server: held until this process ends.
+        lock = _lock_database(settings)
+    except LockHeld as held:
+        print(
+            f"scoreboard: another server is running on this database ({held} is held)",
+            file=sys.stderr,
+        )
+        return 2
     except StartupFailed as exc:
-        log.debug("start-up failed", exc_info=True)
-        print(f"scoreboard: {exc}", file=sys.stderr)
-        return 1
-    asyncio.run(_serve(services, sockets, context))
+        return _startup_failed(exc)
+    try:
+        try:
+            services = _open_services(settings)
+        except StartupFailed as exc:
+            return _startup_failed(exc)
+        asyncio.run(_serve(services, sockets, context))
+    finally:
+        lock.release()  # after the store's last commit
     return 0
+
+
+def _startup_failed(exc: StartupFailed) -> int:
+    log.debug("start-up failed", exc_info=True)
+    print(f"scoreboard: {exc}", file=sys.stderr)
+    return 1
 
 
 def _ssl_context(settings: config.Settings) -> ssl.SSLContext | None:
@@ -411,12 +343,27 @@ def _ssl_context(settings: config.Settings) -> ssl.SSLContext | None:
 
 def _open_services(settings: config.Settings) -> Services:
     """Open and migrate the database; its failures become one line naming the database."""
+    with _database_failures(settings):
+        return build_services(settings)
+
+
+def _lock_database(settings: config.Settings) -> DatabaseLock:
+    """Take the one-server lock of the database (LockHeld when another server has it)."""
+    lock = DatabaseLock(settings.database_url)
+    with _database_failures(settings):
+        lock.acquire()
+    return lock
+
+
+@contextlib.contextmanager
+def _database_failures(settings: config.Settings) -> Iterator[None]:
+    """Turn a database that cannot be reached or used into StartupFailed: one line, its URL."""
     import sqlalchemy.exc
     from alembic.util.exc import CommandError
 
     where = _safe_url(settings.database_url)
     try:
-        return build_services(settings)
+        yield
     except sqlalchemy.exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise StartupFailed(f"cannot open the database {where}: {reason}") from None
@@ -425,7 +372,7 @@ def _open_services(settings: config.Settings) -> Services:
         raise StartupFailed(
             f"cannot use the database {where}: {exc} (is it from a newer Scoreboard?)"
         ) from None
-    except OSError as exc:  # e.g. a public key file that cannot be read
+    except OSError as exc:  # e.g. a public key file or a lock file that cannot be opened
         raise StartupFailed(f"cannot start: {exc.strerror}: {exc.filename!r}") from None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .auth import Identity
-from .ranking import TOP_N, Entry, Leaderboard, Outcome
+from .ranking import TOP_N, Entry, Leaderboard, Outcome, Removal
 
 # What browsers are told to use for their `ping` messages: under the 30 s idle timeout of
 # common proxies and load balancers, with room for one late ping.
@@ -86,6 +86,17 @@ def updated_user(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+def removed_user(removal: Removal) -> dict[str, Any]:
+    """The `updated_user` of a score_update for a removed entry: it has no rank any more."""
+    return {
+        "user_id": removal.user_id,
+        "name": removal.name,
+        "score": None,
+        "rank": None,
+        "previous_rank": removal.previous_rank,
+    }
+
+
 def score_update(board_id: str, ranks: Leaderboard, updated_user: dict[str, Any] | None) -> bytes:
     """`score_update`: the board's new top 10 and the newest change that touched it."""
     return message(
@@ -100,9 +111,10 @@ def score_update(board_id: str, ranks: Leaderboard, updated_user: dict[str, Any]
 
 
 def rank_update(
-    board_id: str, *, seq: int, rank: int, previous_rank: int | None, score: int
+    board_id: str, *, seq: int, rank: int | None, previous_rank: int | None, score: int | None
 ) -> bytes:
-    """`rank_update`: this connection's own user moved on a subscribed board."""
+    """`rank_update`: this connection's own user moved on a subscribed board (rank and score
+    None: their entry was removed)."""
     return message(
         "rank_update",
         {

@@ -45,7 +45,7 @@ from .pacing import (
     ping_slices,
     sweep_period,
 )
-from .ranking import Leaderboard, Outcome, format_timestamp
+from .ranking import TOP_N, Leaderboard, Outcome, Removal, format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -468,23 +468,7 @@ class Hub:
             return
         room.ranks = ranks
         if outcome.top_changed:
-            room.updated_user = frames.updated_user(outcome)
-            if room.window_start is None:
-                room.window_start = accepted_at
-            if room.timer is None:
-                fanout = room.fanout
-                delay = broadcast_delay(
-                    last_started_at=room.last_started_at,
-                    # A pass still going out has cost at least what it spent so far.
-                    last_cpu=max(room.last_cpu, fanout.cpu) if fanout else room.last_cpu,
-                    floor=MIN_BROADCAST_WINDOW_S,
-                    ceiling=self._interval_s,
-                    now=self.clock(),
-                )
-                if delay <= 0:
-                    self._broadcast(room)
-                else:
-                    room.timer = self._call_later(delay, self._broadcast_due, room)
+            self._top_changed(room, frames.updated_user(outcome), accepted_at)
         mine = room.players.get(outcome.user_id)
         if mine:
             room.known[outcome.user_id] = (outcome.rank, outcome.score)
@@ -496,13 +480,59 @@ class Hub:
                 score=outcome.score,
             )
             self._deliver_rank(mine, board_id, frame)
-        moved_from = affected_from(outcome)
+        self._ranks_moved(room, affected_from(outcome))
+
+    def _top_changed(self, room: Room, updated_user: dict[str, Any], accepted_at: float) -> None:
+        """Coalesce a score_update: at once after a quiet period, else when the adaptive window
+        counted from the last broadcast's start ends (pacing.broadcast_delay)."""
+        room.updated_user = updated_user
+        if room.window_start is None:
+            room.window_start = accepted_at
+        if room.timer is None:
+            fanout = room.fanout
+            delay = broadcast_delay(
+                last_started_at=room.last_started_at,
+                # A pass still going out has cost at least what it spent so far.
+                last_cpu=max(room.last_cpu, fanout.cpu) if fanout else room.last_cpu,
+                floor=MIN_BROADCAST_WINDOW_S,
+                ceiling=self._interval_s,
+                now=self.clock(),
+            )
+            if delay <= 0:
+                self._broadcast(room)
+            else:
+                room.timer = self._call_later(delay, self._broadcast_due, room)
+
+    def _ranks_moved(self, room: Room, moved_from: float) -> None:
+        """Queue a rank check of the connected players ranked at or below `moved_from`."""
         if moved_from < room.rank_from:
             room.rank_from = moved_from
         if room.rank_timer is None and room.known and moved_from != math.inf:
             room.rank_timer = self._call_later(
                 self.settings.rank_update_delay, self._rank_check, room
             )
+
+    def player_removed(self, board_id: str, ranks: Leaderboard, removal: Removal) -> None:
+        """An entry was removed: the top 10 if it was in it, `rank: null` to its owner, and
+        a rank check for the players below, who each moved up one."""
+        room = self._rooms.get(board_id)
+        if room is None:
+            return
+        room.ranks = ranks
+        if removal.previous_rank <= TOP_N:
+            self._top_changed(room, frames.removed_user(removal), self.clock())
+        room.known.pop(removal.user_id, None)
+        mine = room.players.get(removal.user_id)
+        if mine:
+            frame = frames.rank_update(
+                board_id,
+                seq=removal.seq,
+                rank=None,
+                previous_rank=removal.previous_rank,
+                score=None,
+            )
+            self._deliver_rank(mine, board_id, frame)
+        self._ranks_moved(room, removal.previous_rank)
 
     def board_reset(self, board_id: str, ranks: Leaderboard) -> None:
         """The board's memory was reloaded: every subscriber gets a fresh snapshot."""
@@ -736,6 +766,29 @@ class Hub:
                 {"user_id": user_id, "connections": n} for user_id, n in top
             ],
         }
+
+    def online(self) -> dict[str, Any]:
+        """`GET /api/admin/online`: each signed-in user's connections and boards, most
+        connected first; anonymous viewers as one count."""
+        users: dict[str, dict[str, Any]] = {}
+        for conn in self._conns:
+            identity = conn.identity
+            if identity is None:
+                continue
+            user = users.get(identity.sub)
+            if user is None:
+                user = users[identity.sub] = {
+                    "user_id": identity.sub,
+                    "name": identity.name or identity.sub,
+                    "connections": 0,
+                    "boards": set(),
+                }
+            user["connections"] += 1
+            user["boards"].update(conn.boards)
+        listed = sorted(users.values(), key=lambda u: (-u["connections"], u["user_id"]))
+        for user in listed:
+            user["boards"] = sorted(user["boards"])
+        return {"users": listed, "anonymous": self._anonymous}
 
     def unsent_bytes(self) -> dict[str, int]:
         """Unsent bytes per open connection id (the slow-consumer accounting)."""

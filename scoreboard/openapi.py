@@ -28,6 +28,8 @@ _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _INT = schemas.integer()
 _BOARD_ID = {"name": "board_id", "in": "path", "required": True, "schema": schemas.IDENTIFIER}
 _USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": schemas.IDENTIFIER}
+_SEASON = {"name": "season", "in": "path", "required": True, "schema": schemas.integer(1)}
+_DATE = {"type": "string", "format": "date-time"}
 
 
 def _params(query: Query) -> list[dict[str, Any]]:
@@ -113,6 +115,17 @@ SCHEMAS: dict[str, Any] = {
             "you": {"oneOf": [_ref("Entry"), {"type": "null"}]},
         },
     },
+    "Season": {
+        "type": "object",
+        "required": ["season", "started_at", "ended_at", "players", "reason"],
+        "properties": {
+            "season": {"type": "integer", "minimum": 1},
+            "started_at": _DATE,
+            "ended_at": _DATE,
+            "players": {"type": "integer"},
+            "reason": {"enum": ["manual", "scheduled"]},
+        },
+    },
     "Problem": {
         "type": "object",
         "required": ["type", "title", "status", "detail", "code"],
@@ -194,7 +207,102 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/api/boards/{board_id}/players/{user_id}": {
-        "get": _op("A player's entry", {"200": _json(_ref("Entry"))}, params=[_BOARD_ID, _USER_ID])
+        "get": _op("A player's entry", {"200": _json(_ref("Entry"))}, params=[_BOARD_ID, _USER_ID]),
+        "delete": _op(
+            "Remove the player's entry (admin); subscribers see the new standings",
+            {"204": {"description": "Removed"}},
+            params=[_BOARD_ID, _USER_ID],
+        ),
+    },
+    "/api/boards/{board_id}/reset": {
+        "post": _op(
+            "Archive the standings as a season and start the next one empty (admin)",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "board": {"type": "string"},
+                            "season": {"type": "integer", "description": "the archived season"},
+                            "current": {"type": "integer", "description": "the new season"},
+                        },
+                    }
+                )
+            },
+            params=[_BOARD_ID],
+        )
+    },
+    "/api/boards/{board_id}/seasons": {
+        "get": _op(
+            "The board's archived seasons, oldest first",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "board": {"type": "string"},
+                            "current": {"type": "integer"},
+                            "seasons": {"type": "array", "items": _ref("Season")},
+                        },
+                    }
+                )
+            },
+            params=[_BOARD_ID],
+        )
+    },
+    "/api/boards/{board_id}/seasons/{season}/leaderboard": {
+        "get": _op(
+            "A page of an archived season's final standings",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "board": {"type": "string"},
+                            "season": {"type": "integer"},
+                            "total": {"type": "integer"},
+                            "entries": {"type": "array", "items": _ref("Entry")},
+                        },
+                    }
+                )
+            },
+            params=[
+                _BOARD_ID,
+                _SEASON,
+                *_params(schemas.PAGE),
+            ],
+        )
+    },
+    "/api/boards/{board_id}/export": {
+        "get": _op(
+            "Every entry of the board or of an archived season, streamed (admin)",
+            {
+                "200": {
+                    "description": (
+                        "CSV with the header rank,user_id,name,score,score_display,subscore,"
+                        "updated_at; or JSON {board, season, archived, score_format, entries}"
+                    ),
+                    "content": {
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/json": {"schema": {"type": "object"}},
+                    },
+                }
+            },
+            params=[
+                _BOARD_ID,
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["csv", "json"], "default": "csv"},
+                },
+                # The same schema the handler checks the query with.
+                *(
+                    {**param, "description": "an archived season; absent: the season in force"}
+                    for param in _params(schemas.SEASON)
+                ),
+            ],
+        )
     },
     "/api/boards/{board_id}/players/{user_id}/around": {
         "get": _op(
@@ -236,6 +344,55 @@ PATHS: dict[str, dict[str, Any]] = {
             {"200": _json(_ref("BoardView"))},
             params=[_BOARD_ID, *_params(schemas.UPDATES)],
         )
+    },
+    "/api/admin/online": {
+        "get": _op(
+            "Who is connected to this process (admin)",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "users": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "user_id": {"type": "string"},
+                                        "name": {"type": "string"},
+                                        "connections": {"type": "integer"},
+                                        "boards": {"type": "array", "items": {"type": "string"}},
+                                    },
+                                },
+                            },
+                            "anonymous": {"type": "integer"},
+                        },
+                    }
+                )
+            },
+        )
+    },
+    "/api/admin/users": {
+        "get": _op(
+            "A page of the users, by id (admin)",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "total": {"type": "integer"},
+                            "users": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                )
+            },
+            params=_params(schemas.USERS_PAGE),
+        ),
+        "post": _op(
+            "Create an account with any role (admin)",
+            {"201": _json(_ref("User"), "Created")},
+            body=schemas.ACCOUNT,
+        ),
     },
     "/api/admin/stats": {
         "get": _op(

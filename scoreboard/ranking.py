@@ -105,6 +105,17 @@ class Outcome:
     top_changed: bool  # improved and (rank <= TOP_N or previous_rank <= TOP_N)
 
 
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What removing a player did to the board."""
+
+    user_id: str
+    name: str
+    score: int  # the score they had
+    previous_rank: int
+    seq: int  # board seq after the removal
+
+
 def apply_operator(
     operator: Operator, order: Order, old: tuple[int, int] | None, new: tuple[int, int]
 ) -> tuple[int, int]:
@@ -343,6 +354,26 @@ class Leaderboard:
         old = self._records.pop(user_id, None)
         if old is not None:
             self._sorted.remove(self._key(old))
+
+    def withdraw(self, user_id: str) -> Removal | None:
+        """Remove the player as an accepted change (the seq advances); None when absent."""
+        old = self._records.pop(user_id, None)
+        if old is None:
+            return None
+        previous_rank = self._sorted.remove_ranked(self._key(old)) + 1
+        self._seq += 1
+        return Removal(user_id, old.name, old.score, previous_rank, self._seq)
+
+    def take_all(self) -> tuple[dict[str, Record], list[list[Key]]]:
+        """Empty the board at once and hand over what it held (the seq stays).
+
+        Dropping a million records in one go frees them all in one call, which holds the
+        interpreter for a tenth of a second or more; the caller frees these piece by piece.
+        """
+        records, pieces = self._records, self._sorted._lists
+        self._records = {}
+        self._sorted = _RankedList()
+        return records, pieces
 
     def clear(self, *, seq: int) -> None:
         """Empty the board (reset); the board seq never goes back."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from .formatting import DEFAULT_SCORE_FORMAT, SCORE_FORMAT_PATTERN
 from .ranking import Operator, Order
+from .seasons import SCHEDULES
 from .validation import BLANKS, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_SAFE_INTEGER, Body, Query, Schema
 
 # Not "." or "..": a URL path segment of either is resolved away by browsers, so such a board
@@ -37,8 +38,7 @@ MAX_METADATA_BYTES = 1024
 MAX_PAGE_LIMIT = 1000
 MAX_AROUND_RADIUS = 100
 MAX_POLL_TIMEOUT_S = 60
-# Seasons (scheduled resets) are not built yet; only "never" is accepted until they are.
-RESET_SCHEDULES = ("never",)
+RESET_SCHEDULES = SCHEDULES  # seasons.py: when a season ends by itself
 
 
 _ID_RE = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
@@ -163,12 +163,18 @@ BOARD_PATCH = Body(
         "properties": {name: s.schema for name, s in BOARD_SETTINGS.items() if s.patchable},
     },
 )
-#: The board as the API answers it: its settings and two live figures.
+#: The board as the API answers it: its settings, its season and two live figures.
 BOARD_ANSWER: Schema = {
     "type": "object",
-    "required": [*BOARD_SETTINGS, "players", "seq"],
+    "required": [*BOARD_SETTINGS, "season", "next_reset_at", "players", "seq"],
     "properties": {
         **{name: s.schema for name, s in BOARD_SETTINGS.items()},
+        "season": {"type": "integer", "minimum": 1},
+        "next_reset_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "when reset_schedule next ends the season; null for never",
+        },
         "players": {"type": "integer", "minimum": 0},
         "seq": {"type": "integer", "minimum": 0},
     },
@@ -185,9 +191,22 @@ def board_settings(config: BoardConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in BOARD_SETTINGS}
 
 
-def board_answer(config: BoardConfig, *, players: int, seq: int) -> dict[str, Any]:
+def board_answer(
+    config: BoardConfig,
+    *,
+    players: int,
+    seq: int,
+    season: int = 1,
+    next_reset_at: str | None = None,
+) -> dict[str, Any]:
     """The board as the API answers it (BOARD_ANSWER)."""
-    return {**board_settings(config), "players": players, "seq": seq}
+    return {
+        **board_settings(config),
+        "season": season,
+        "next_reset_at": next_reset_at,
+        "players": players,
+        "seq": seq,
+    }
 
 
 def config_fields() -> list[str]:
@@ -247,13 +266,34 @@ LOGIN = Body(
     },
 )
 
-BODIES = (BOARD_CREATE, BOARD_PATCH, SCORE_POST, REGISTER, LOGIN)
+# An account made by an organiser (`run.py user create` on a running server): any role.
+ACCOUNT = Body(
+    "Account",
+    {
+        "type": "object",
+        "required": ["username", "password"],
+        "additionalProperties": False,
+        "properties": {
+            **REGISTER.schema["properties"],
+            "role": {**one_of(("player", "server", "admin")), "default": "player"},
+        },
+    },
+)
+
+BODIES = (BOARD_CREATE, BOARD_PATCH, SCORE_POST, REGISTER, LOGIN, ACCOUNT)
 
 
 # -- query parameters ------------------------------------------------------------------------
 
 PAGE = Query({"limit": integer(1, MAX_PAGE_LIMIT, default=10), "offset": integer(0, default=0)})
 AROUND = Query({"radius": integer(0, MAX_AROUND_RADIUS, default=5)})
+#: An archived season's number (a path segment) and the season an export reads (absent: the
+#: season in force).
+SEASON = Query({"season": integer(1)})
+USERS_PAGE = Query(
+    {"limit": integer(1, MAX_PAGE_LIMIT, default=100), "offset": integer(0, default=0)}
+)
+EXPORT_FORMATS = ("csv", "json")
 UPDATES = Query(
     {"since": integer(0, default=0), "timeout": integer(0, MAX_POLL_TIMEOUT_S, default=25)}
 )

@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from . import frames, metrics, schemas, validation
+from . import frames, metrics, schemas, seasons, validation
 from .auth import Identity, Role, TokenCodec
 from .config import Settings
 from .errors import (
@@ -43,10 +43,10 @@ from .errors import (
     ValidationFailed,
 )
 from .limits import KeyedLimiter
-from .ranking import Leaderboard, Operator, Order, Outcome
+from .ranking import Leaderboard, Operator, Order, Outcome, Removal, format_timestamp
 from .schemas import BoardConfig
 from .store import UNAVAILABLE_RETRY_AFTER_S, Store
-from .tables import LoadedBoard, ScoreWrite
+from .tables import LoadedBoard, ScoreWrite, SeasonEnd
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +57,13 @@ READ_RETRY_MAX_S = 10.0  # doubling pauses up to this, for as long as the databa
 LOADING_RETRY_AFTER_S = 1  # Retry-After while the boards load: a big board takes seconds
 PING_TIMEOUT_S = 2.0  # a database that takes longer to answer SELECT is not ready
 WATCH_INTERVAL_S = 1.0  # how often the database is probed, so service resumes by itself
+# How often scheduled resets are looked for: a reset happens at most this late after its
+# boundary; the check is a few comparisons per board.
+SCHEDULE_CHECK_S = 1.0
+# Loop time spent per turn freeing a reset board's old standings (measured: 20,000 records
+# at once took 30-40 ms), and how many are freed between looks at the time.
+DISCARD_SLICE_S = 0.002
+DISCARD_STEP = 256
 
 
 class BoardListener(Protocol):
@@ -72,6 +79,8 @@ class BoardListener(Protocol):
 
     def board_reset(self, board_id: str, ranks: Leaderboard) -> None: ...
 
+    def player_removed(self, board_id: str, ranks: Leaderboard, removal: Removal) -> None: ...
+
     def board_deleted(self, board_id: str) -> None: ...
 
 
@@ -81,6 +90,9 @@ class BoardState:
 
     config: BoardConfig
     ranks: Leaderboard
+    season: int = 1  # the season in force
+    season_started_at: float = 0.0  # unix seconds
+    schedule_since: float | None = None  # when reset_schedule was last changed (if ever)
     writes_in_flight: int = 0  # score writes applied here and not yet settled by the store
     # Set when the database refused a write this memory already applied: the board takes no
     # more scores until it has been read back, so no later write can persist the refused one.
@@ -88,7 +100,22 @@ class BoardState:
 
     def to_json(self) -> dict[str, Any]:
         """The board as the API answers it (schemas.BOARD_ANSWER)."""
-        return schemas.board_answer(self.config, players=len(self.ranks), seq=self.ranks.seq)
+        return schemas.board_answer(
+            self.config,
+            season=self.season,
+            next_reset_at=_iso_or_none(self.next_reset_at()),
+            players=len(self.ranks),
+            seq=self.ranks.seq,
+        )
+
+    def schedule_from(self) -> float:
+        """Boundaries after this moment end the season: a schedule set mid-season does not
+        end it retroactively."""
+        return max(self.season_started_at, self.schedule_since or 0.0)
+
+    def next_reset_at(self) -> float | None:
+        """When the board's schedule next ends the season (None for `never`)."""
+        return seasons.next_boundary(self.config.reset_schedule, after=self.schedule_from())
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +162,9 @@ class UpdateWaiters:
     def board_reset(self, board_id: str, ranks: Leaderboard) -> None:
         self._wake(board_id)
 
+    def player_removed(self, board_id: str, ranks: Leaderboard, removal: Removal) -> None:
+        self._wake(board_id)
+
     def board_deleted(self, board_id: str) -> None:
         self._wake(board_id)
 
@@ -168,6 +198,9 @@ class ScoreboardService:
         self._in_flight: set[tuple[str, str]] = set()  # (actor, idempotency key)
         self._submissions_running = 0
         self._reloads: dict[str, asyncio.Task[None]] = {}
+        self._schedule_handle: asyncio.TimerHandle | None = None
+        self._schedule_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()  # old standings being freed
         self.accepting = True  # False once shutdown began: new submissions get a 503
         self._watch: asyncio.TimerHandle | None = None  # the next database probe
         self._watching: asyncio.Task[None] | None = None  # the probe running, if any
@@ -190,6 +223,10 @@ class ScoreboardService:
         # collection walks millions of records (about 170 ms at 1M players) and stalls the loop.
         gc.collect()
         gc.freeze()
+        # A boundary passed while the server was down: that reset happens now, once, before
+        # any score can land in a season that is over.
+        await self.run_due_resets()
+        self._schedule_next()
         self.ready = True
         self._start_watching_the_database()
         log.info(
@@ -313,17 +350,182 @@ class ScoreboardService:
 
     async def update_board(self, board_id: str, body: dict[str, Any]) -> dict[str, Any]:
         state = self.ready_board(board_id)
-        config = replace(state.config, **schemas.BOARD_PATCH.check(body))
+        changes = schemas.BOARD_PATCH.check(body)
+        config = replace(state.config, **changes)
+        schedule_since = (
+            self.clock() if config.reset_schedule != state.config.reset_schedule else None
+        )
         _check_bounds(config)
-        await self.store.update_board(config)
+        await self.store.update_board(config, schedule_since=schedule_since)
         state = self.board(board_id)  # it may have been deleted while we waited
         state.config = config
+        if schedule_since is not None:
+            state.schedule_since = schedule_since
         return state.to_json()
 
     async def delete_board(self, board_id: str) -> None:
         self.ready_board(board_id)
         await self.store.delete_board(board_id)
         self._forget_board(board_id)
+
+    # -- seasons ---------------------------------------------------------------------------
+
+    async def reset_board(self, board_id: str) -> dict[str, Any]:
+        """Reset by hand (POST /reset): `{board, season: archived, current: begun}`."""
+        self.ready_board(board_id)
+        return await self._reset(board_id, reason=seasons.REASON_MANUAL, ended_at=None)
+
+    async def _reset(self, board_id: str, *, reason: str, ended_at: float | None) -> dict[str, Any]:
+        """Archive the standings as the season in force and start the next one, empty.
+
+        On the loop, in one step: the board's standings are swapped for an empty board one
+        seq further on, and the archive is queued behind every write already applied. So a
+        submission applied before the swap is committed, archived and in the old season only;
+        one after it is in the new season only. The archive itself is SQL on the writer
+        thread, and the old standings are freed a slice per loop turn: a million players
+        never hold the loop.
+        """
+        state = self.board(board_id)
+        if state.stale:
+            raise NotReady(f"board {board_id!r} is being read back after a database error")
+        end_at = self.clock() if ended_at is None else ended_at
+        old = state.ranks
+        fresh = Leaderboard(old.order, old.operator, seq=old.seq + 1)
+        new_state = BoardState(
+            state.config, fresh, state.season + 1, end_at, schedule_since=state.schedule_since
+        )
+        end = SeasonEnd(
+            board_id=board_id,
+            order=state.config.order,
+            season=state.season,
+            started_at=state.season_started_at,
+            ended_at=end_at,
+            reason=reason,
+            seq=fresh.seq,
+        )
+        self.boards[board_id] = new_state
+        new_state.writes_in_flight += 1
+        try:
+            players = await self.store.reset_board(end)
+        except Exception as exc:
+            log.warning("reset of %s failed (%s); reading the board back", board_id, exc)
+            self._reload_later(board_id, new_state)
+            if isinstance(exc, ScoreboardError):
+                raise
+            raise Internal("the reset could not be stored") from exc
+        finally:
+            new_state.writes_in_flight -= 1
+        log.info(
+            "board %s: season %d archived (%d players, %s)", board_id, end.season, players, reason
+        )
+        if self.boards.get(board_id) is new_state:
+            metrics.BOARD_PLAYERS.labels(board_id).set(len(fresh))
+            for listener in self._listeners:
+                listener.board_reset(board_id, fresh)
+        task = asyncio.get_running_loop().create_task(_discard(old))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return {"board": board_id, "season": end.season, "current": new_state.season}
+
+    async def run_due_resets(self) -> None:
+        """Reset every board whose schedule passed a boundary, once, ending at that boundary."""
+        now = self.clock()
+        for board_id, state in list(self.boards.items()):
+            due = seasons.due_boundary(
+                state.config.reset_schedule, season_started_at=state.schedule_from(), now=now
+            )
+            if due is None or state.stale or self.boards.get(board_id) is not state:
+                continue
+            try:
+                await self._reset(board_id, reason=seasons.REASON_SCHEDULED, ended_at=due)
+            except ScoreboardError as exc:  # deleted meanwhile, or the database is away
+                log.warning("scheduled reset of %s failed: %s", board_id, exc.detail)
+
+    def _schedule_next(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._schedule_handle = loop.call_later(SCHEDULE_CHECK_S, self._schedule_due)
+
+    def _schedule_due(self) -> None:
+        self._schedule_handle = None
+        if not self.accepting:
+            return
+        task = asyncio.get_running_loop().create_task(self.run_due_resets())
+        self._schedule_task = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._schedule_task = None
+            if self.accepting:
+                self._schedule_next()
+
+        task.add_done_callback(done)
+
+    def stop_schedules(self) -> None:
+        """Stop looking for scheduled resets (shutdown); a running reset finishes."""
+        if self._schedule_handle is not None:
+            self._schedule_handle.cancel()
+            self._schedule_handle = None
+
+    async def seasons(self, board_id: str) -> dict[str, Any]:
+        """`{board, current, seasons}`: the archived seasons, oldest first."""
+        state = self.ready_board(board_id)
+        rows = await self.store.list_seasons(board_id)
+        return {
+            "board": board_id,
+            "current": state.season,
+            "seasons": [_season_json(row) for row in rows],
+        }
+
+    async def season_leaderboard(
+        self, board_id: str, season: int, *, limit: int, offset: int
+    ) -> dict[str, Any]:
+        """A page of an archived season's final standings."""
+        self.ready_board(board_id)
+        found = await self.store.season_page(board_id, season, offset=offset, limit=limit)
+        if found is None:
+            raise NotFound(f"board {board_id!r} has no archived season {season}")
+        row, entries = found
+        return {
+            "board": board_id,
+            "season": season,
+            "total": row.players,
+            **_season_json(row),
+            "entries": [e.to_json() for e in entries],
+        }
+
+    async def remove_player(self, board_id: str, user_id: str) -> None:
+        """Remove a player's entry (not their account) as a change every subscriber sees."""
+        state = self.ready_board(board_id)
+        if state.stale:
+            raise NotReady(f"board {board_id!r} is being read back after a database error")
+        ranks = state.ranks
+        removal = ranks.withdraw(user_id)
+        if removal is None:
+            raise NotFound(f"player {user_id!r} has no score on board {board_id!r}")
+        state.writes_in_flight += 1
+        try:
+            await self.store.remove_player(board_id, user_id, removal.seq)
+        except Exception as exc:
+            log.warning("removal on %s failed (%s); reloading the board", board_id, exc)
+            self._reload_later(board_id, state)
+            if isinstance(exc, ScoreboardError):
+                raise
+            raise Internal("the removal could not be stored") from exc
+        finally:
+            state.writes_in_flight -= 1
+        if self.boards.get(board_id) is state:
+            metrics.BOARD_PLAYERS.labels(board_id).set(len(ranks))
+            for listener in self._listeners:
+                listener.player_removed(board_id, ranks, removal)
+
+    def export_season(self, board_id: str, season: int | None) -> int | None:
+        """Which stored standings an export of `season` reads: None for the season in force,
+        else the archived season's number; NotFound for any other number."""
+        state = self.ready_board(board_id)
+        if season is None or season == state.season:
+            return None
+        if not 1 <= season < state.season:
+            raise NotFound(f"board {board_id!r} has no season {season}")
+        return season
 
     def _forget_board(self, board_id: str) -> None:
         if self.boards.pop(board_id, None) is not None:
@@ -445,6 +647,7 @@ class ScoreboardService:
         """Refuse new submissions, then wait (up to `timeout` s) for the running ones to answer."""
         self.accepting = False
         self.stop_watching()
+        self.stop_schedules()
         deadline = time.monotonic() + timeout
         while self._submissions_running and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -547,9 +750,9 @@ class ScoreboardService:
             state.writes_in_flight -= 1
         if outcome.improved:
             metrics.SUBMISSIONS_BY_RESULT["accepted"].inc()
-            metrics.BOARD_PLAYERS.labels(board_id).set(len(ranks))
-            # A board deleted (or replaced) during the commit has no subscribers of this state.
+            # A board deleted (or reset) during the commit has no subscribers of this state.
             if self.boards.get(board_id) is state:
+                metrics.BOARD_PLAYERS.labels(board_id).set(len(ranks))
                 accepted_at = time.monotonic()
                 for listener in self._listeners:
                     listener.score_accepted(board_id, ranks, outcome, accepted_at)
@@ -602,7 +805,42 @@ def _board_state(loaded: LoadedBoard) -> BoardState:
     ranks = Leaderboard(Order(config.order), Operator(config.operator), seq=loaded.seq)
     ranks.load(loaded.records, seq=loaded.seq)
     metrics.BOARD_PLAYERS.labels(config.id).set(len(ranks))
-    return BoardState(config, ranks)
+    started = loaded.season_started_at
+    return BoardState(
+        config,
+        ranks,
+        loaded.season,
+        config.created_at if started is None else started,
+        schedule_since=loaded.schedule_since,
+    )
+
+
+async def _discard(ranks: Leaderboard) -> None:
+    """Free a board's old standings a slice of loop time per turn (see Leaderboard.take_all)."""
+    records, pieces = ranks.take_all()
+    while records or pieces:
+        deadline = time.perf_counter() + DISCARD_SLICE_S
+        while (records or pieces) and time.perf_counter() < deadline:
+            if records:
+                for _ in range(min(DISCARD_STEP, len(records))):
+                    records.popitem()
+            else:
+                pieces.pop()  # about a thousand keys
+        await asyncio.sleep(0)
+
+
+def _iso_or_none(ts: float | None) -> str | None:
+    return None if ts is None else format_timestamp(ts)
+
+
+def _season_json(row: Any) -> dict[str, Any]:
+    return {
+        "season": row.season,
+        "started_at": format_timestamp(row.started_at),
+        "ended_at": format_timestamp(row.ended_at),
+        "players": row.players,
+        "reason": row.reason,
+    }
 
 
 def _check_bounds(config: BoardConfig) -> None:

@@ -22,7 +22,7 @@ import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +41,19 @@ from .resources import migrations_dir
 from .schemas import BoardConfig
 from .tables import (
     DEFAULT_ROLE,
+    ID_MAX_LENGTH,
     LoadedBoard,
     ScoreWrite,
+    SeasonEnd,
+    SeasonRow,
     StoredAnswer,
     UserRow,
     board_columns,
     board_config,
     boards,
     player_records,
+    season_entries,
+    seasons,
     server_settings,
     submissions,
     username_key,
@@ -380,7 +385,14 @@ class Store:
             .where(r.board_id == row.id)
         )
         records = list(itertools.starmap(ranking.Record, _plain_rows(conn, query)))
-        return LoadedBoard(config=board_config(row), seq=row.seq, records=records)
+        return LoadedBoard(
+            config=board_config(row),
+            seq=row.seq,
+            records=records,
+            season=row.season,
+            season_started_at=row.season_started_at,
+            schedule_since=row.schedule_since,
+        )
 
     def get_setting_sync(self, key: str) -> str | None:
         """A server setting, or None when it was never set."""
@@ -588,13 +600,18 @@ class Store:
 
         await self._submit(_Op(run, lambda exc: _board_error(config.id, exc)))
 
-    async def update_board(self, config: BoardConfig) -> None:
-        """Store a board's changed settings (its seq and created_at stay); NotFound if absent."""
+    async def update_board(
+        self, config: BoardConfig, *, schedule_since: float | None = None
+    ) -> None:
+        """Store a board's changed settings (its seq and created_at stay); NotFound if absent.
+
+        `schedule_since`: when reset_schedule changed (None: it did not)."""
+        columns = board_columns(config)
+        if schedule_since is not None:
+            columns["schedule_since"] = schedule_since
 
         def run(conn: Connection) -> None:
-            result = conn.execute(
-                sa.update(boards).where(boards.c.id == config.id).values(board_columns(config))
-            )
+            result = conn.execute(sa.update(boards).where(boards.c.id == config.id).values(columns))
             if result.rowcount == 0:
                 raise errors.NotFound(f"no board {config.id!r}")
 
@@ -610,7 +627,268 @@ class Store:
 
         await self._submit(_Op(run, lambda exc: exc))
 
+    async def reset_board(self, end: SeasonEnd) -> int:
+        """Archive the board's standings as season `end.season` and empty it; returns players.
+
+        Runs in the writer's queue like every write: the scores queued before it are in the
+        archive, those queued after it start the next season. The archive is one INSERT ...
+        SELECT ranked by the database, so a million players never pass through Python.
+        """
+        archived: list[int] = []
+
+        def run(conn: Connection) -> None:
+            archived.append(self._reset_board(conn, end))
+
+        await self._submit(_Op(run, lambda exc: _board_error(end.board_id, exc)))
+        return archived[0]
+
+    async def remove_player(self, board_id: str, user_id: str, seq: int) -> None:
+        """Delete the player's record on the board (not their account); the board takes `seq`."""
+
+        def run(conn: Connection) -> None:
+            r = player_records.c
+            conn.execute(
+                sa.delete(player_records).where(r.board_id == board_id, r.user_id == user_id)
+            )
+            conn.execute(self._advance_seq, {"b_id": board_id, "b_seq": seq})
+
+        await self._submit(_Op(run, lambda exc: exc))
+
+    # -- seasons and lists: reads ----------------------------------------------------------
+
+    async def list_seasons(self, board_id: str) -> list[SeasonRow]:
+        """The board's archived seasons, oldest first."""
+        return await self._read(lambda: self.list_seasons_sync(board_id))
+
+    def list_seasons_sync(self, board_id: str) -> list[SeasonRow]:
+        c = seasons.c
+        query = (
+            sa.select(c.season, c.started_at, c.ended_at, c.players, c.reason)
+            .where(c.board_id == board_id)
+            .order_by(c.season)
+        )
+        with self.engine.connect() as conn:
+            return [SeasonRow(*row) for row in conn.execute(query)]
+
+    async def season_page(
+        self, board_id: str, season: int, *, offset: int, limit: int
+    ) -> tuple[SeasonRow, list[ranking.Entry]] | None:
+        """An archived season and a page of its frozen entries; None when it does not exist."""
+
+        def read() -> tuple[SeasonRow, list[ranking.Entry]] | None:
+            c, e = seasons.c, season_entries.c
+            with self._snapshot() as conn:
+                row = conn.execute(
+                    sa.select(c.season, c.started_at, c.ended_at, c.players, c.reason).where(
+                        c.board_id == board_id, c.season == season
+                    )
+                ).first()
+                if row is None:
+                    return None
+                # Ranks are 1..players without gaps: a page is a range of the primary key.
+                entries = conn.execute(
+                    sa.select(e.rank, e.user_id, e.name, e.score, e.subscore, e.updated_at)
+                    .where(
+                        e.board_id == board_id,
+                        e.season == season,
+                        e.rank > offset,
+                        e.rank <= offset + limit,
+                    )
+                    .order_by(e.rank)
+                ).all()
+            return SeasonRow(*row), [ranking.Entry(*entry) for entry in entries]
+
+        return await self._read(read)
+
+    async def entry_chunks(
+        self, board_id: str, order: str, *, season: int | None, chunk: int
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """Every row (rank, user_id, name, score, subscore, updated_at) of the board's current
+        standings (`season` None) or of an archived season, in rank order, `chunk` at a time.
+
+        One snapshot, read a chunk at a time on the read threads: a million rows are never
+        held at once. Close the generator (contextlib.aclosing) to end the read early.
+        """
+        if season is None:
+            query = self._ranked(board_id, order).order_by(*self._rank_keys(order))
+        else:
+            e = season_entries.c
+            query = (
+                sa.select(e.rank, e.user_id, e.name, e.score, e.subscore, e.updated_at)
+                .where(e.board_id == board_id, e.season == season)
+                .order_by(e.rank)
+            )
+        # Connecting (a pool check-out, with PostgreSQL's pre-ping) happens on a read thread too.
+        conn = await self._read(self._snapshot)
+        result: Any = None
+
+        def close() -> None:
+            # The cursor first: PostgreSQL's server-side cursor must not outlive its session.
+            try:
+                if result is not None:
+                    result.close()
+            finally:
+                conn.close()
+
+        try:
+            result = await self._read(
+                lambda: conn.execution_options(stream_results=True).execute(query)
+            )
+            while True:
+                rows = await self._read(lambda: result.fetchmany(chunk))
+                if not rows:
+                    return
+                yield [tuple(row) for row in rows]
+        finally:
+            await self._read(close)
+
+    async def list_users(self, *, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """How many users there are, and a page of them by id (no password hashes)."""
+        return await self._read(lambda: self.list_users_sync(offset=offset, limit=limit))
+
+    def list_users_sync(self, *, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        u = users.c
+        with self._snapshot() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one()
+            rows = conn.execute(
+                sa.select(u.id, u.name, u.role, u.password_hash.is_not(None), u.created_at)
+                .order_by(u.id)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+        return total, [
+            {
+                "user_id": row[0],
+                "name": row[1],
+                "role": row[2],
+                "has_password": bool(row[3]),
+                "created_at": ranking.format_timestamp(row[4]),
+            }
+            for row in rows
+        ]
+
+    def list_boards_sync(
+        self,
+    ) -> list[tuple[BoardConfig, int, int, float | None, float | None]]:
+        """Every board with its player count, season, season start and the time its
+        reset_schedule last changed (for the CLI)."""
+        r = player_records.c
+        players = (
+            sa.select(sa.func.count())
+            .where(r.board_id == boards.c.id)
+            .scalar_subquery()
+            .label("players")
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(boards, players).order_by(boards.c.id)).all()
+        return [
+            (board_config(row), row.players, row.season, row.season_started_at, row.schedule_since)
+            for row in rows
+        ]
+
+    def leader_sync(self, board_id: str, order: str) -> tuple[Any, ...] | None:
+        """The board's first row (rank, user_id, name, score, subscore, updated_at), or None."""
+        query = self._ranked(board_id, order).order_by(*self._rank_keys(order)).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else tuple(row)
+
+    def reset_board_sync(self, board_id: str, *, now: float, reason: str) -> tuple[int, int]:
+        """Reset a board with no server running: (archived season, players archived)."""
+        with self._write_engine.begin() as conn:
+            row = conn.execute(sa.select(boards).where(boards.c.id == board_id)).first()
+            if row is None:
+                raise errors.NotFound(f"no board {board_id!r}")
+            end = SeasonEnd(
+                board_id=board_id,
+                order=row.order,
+                season=row.season,
+                started_at=row.season_started_at or row.created_at,
+                ended_at=now,
+                reason=reason,
+                seq=row.seq + 1,
+            )
+            return row.season, self._reset_board(conn, end)
+
+    def delete_board_sync(self, board_id: str) -> None:
+        """Delete a board with no server running; NotFound if absent."""
+        with self._write_engine.begin() as conn:
+            if conn.execute(sa.delete(boards).where(boards.c.id == board_id)).rowcount == 0:
+                raise errors.NotFound(f"no board {board_id!r}")
+
     # -- statements shared by the sync and async paths ------------------------------------
+
+    def _rank_keys(self, order: str) -> list[Any]:
+        """ORDER BY of the ranking engine's sort key (ranking.py): the pair in the board's
+        order, then who reached it first, then the smaller user_id, compared byte by byte as
+        Python compares str (PostgreSQL's default collation would not)."""
+        r = player_records.c
+        pair = [r.score.desc(), r.subscore.desc()] if order == "desc" else [r.score, r.subscore]
+        collation = "C" if self.dialect == "postgresql" else "BINARY"
+        return [*pair, r.reached_seq, r.user_id.collate(collation)]
+
+    def _ranked(self, board_id: str, order: str, *head: Any) -> sa.Select[Any]:
+        r, u = player_records.c, users.c
+        rank = sa.func.row_number().over(order_by=self._rank_keys(order))
+        return (
+            sa.select(*head, rank, r.user_id, u.name, r.score, r.subscore, r.updated_at)
+            .join_from(player_records, users, u.id == r.user_id)
+            .where(r.board_id == board_id)
+        )
+
+    def _reset_board(self, conn: Connection, end: SeasonEnd) -> int:
+        b, r = boards.c, player_records.c
+        current = conn.execute(sa.select(b.season).where(b.id == end.board_id)).scalar()
+        if current is None:
+            raise errors.NotFound(f"no board {end.board_id!r}")
+        if current != end.season:
+            raise errors.Conflict(
+                f"board {end.board_id!r} is in season {current}, not {end.season}"
+            )
+        head = (
+            sa.literal(end.board_id, sa.String(ID_MAX_LENGTH)),
+            sa.literal(end.season, sa.BigInteger),
+        )
+        # Counted apart: psycopg reports no rowcount for INSERT ... SELECT.
+        archived = conn.execute(
+            sa.select(sa.func.count()).where(r.board_id == end.board_id)
+        ).scalar_one()
+        conn.execute(
+            sa.insert(season_entries).from_select(
+                [
+                    "board_id",
+                    "season",
+                    "rank",
+                    "user_id",
+                    "name",
+                    "score",
+                    "subscore",
+                    "updated_at",
+                ],
+                self._ranked(end.board_id, end.order, *head),
+            )
+        )
+        conn.execute(
+            sa.insert(seasons).values(
+                board_id=end.board_id,
+                season=end.season,
+                started_at=end.started_at,
+                ended_at=end.ended_at,
+                players=archived,
+                reason=end.reason,
+            )
+        )
+        conn.execute(sa.delete(player_records).where(r.board_id == end.board_id))
+        conn.execute(
+            sa.update(boards)
+            .where(b.id == end.board_id)
+            .values(
+                season=end.season + 1,
+                season_started_at=end.ended_at,
+                seq=sa.case((b.seq < end.seq, end.seq), else_=b.seq),
+            )
+        )
+        return archived
 
     def _create_user(self, conn: Connection, user: UserRow) -> None:
         # Registered names are unique whatever their case, and must not be the id of a player
@@ -635,7 +913,12 @@ class Store:
     def _create_board(self, conn: Connection, config: BoardConfig) -> None:
         conn.execute(
             sa.insert(boards).values(
-                id=config.id, created_at=config.created_at, seq=0, **board_columns(config)
+                id=config.id,
+                created_at=config.created_at,
+                seq=0,
+                season=1,
+                season_started_at=config.created_at,
+                **board_columns(config),
             )
         )
 

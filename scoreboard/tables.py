@@ -81,6 +81,11 @@ boards = sa.Table(
         nullable=False,
         server_default=DEFAULT_SCORE_FORMAT,
     ),
+    # Added by migration 0004: the season in force and when it began (seasons.py), and when
+    # reset_schedule was last changed (only boundaries after it end a season).
+    sa.Column("season", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("season_started_at", sa.Double, nullable=True),
+    sa.Column("schedule_since", sa.Double, nullable=True),
 )
 
 player_records = sa.Table(
@@ -141,6 +146,44 @@ submissions = sa.Table(
     ),
 )
 
+# An archived season: its final standings are frozen in season_entries, one row per rank.
+seasons = sa.Table(
+    "seasons",
+    metadata,
+    sa.Column(
+        "board_id",
+        sa.String(ID_MAX_LENGTH),
+        sa.ForeignKey("boards.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("season", sa.BigInteger, primary_key=True),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("ended_at", sa.Double, nullable=False),
+    sa.Column("players", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),  # seasons.REASON_*
+)
+
+# Keyed by rank, so a page of an archive is a range scan of the primary key. The name is the
+# one the player had when the season ended.
+season_entries = sa.Table(
+    "season_entries",
+    metadata,
+    sa.Column(
+        "board_id",
+        sa.String(ID_MAX_LENGTH),
+        sa.ForeignKey("boards.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("season", sa.BigInteger, primary_key=True),
+    sa.Column("rank", sa.BigInteger, primary_key=True),
+    sa.Column("user_id", sa.String(ID_MAX_LENGTH), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("score", sa.BigInteger, nullable=False),
+    sa.Column("subscore", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sqlite_with_rowid=False,  # see users
+)
+
 server_settings = sa.Table(
     "server_settings",
     metadata,
@@ -156,6 +199,33 @@ class LoadedBoard:
     config: BoardConfig
     seq: int
     records: list[ranking.Record]
+    season: int = 1  # the season in force
+    season_started_at: float | None = None  # None: when the board was created
+    schedule_since: float | None = None  # when reset_schedule was last changed, if ever
+
+
+@dataclass(frozen=True, slots=True)
+class SeasonRow:
+    """An archived season (GET /api/boards/{id}/seasons)."""
+
+    season: int
+    started_at: float
+    ended_at: float
+    players: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeasonEnd:
+    """What a reset archives: the season in force on `board_id`, ending at `ended_at`."""
+
+    board_id: str
+    order: str
+    season: int
+    started_at: float
+    ended_at: float
+    reason: str
+    seq: int  # the board's seq after the reset
 
 
 @dataclass(frozen=True, slots=True)

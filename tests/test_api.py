@@ -196,6 +196,8 @@ async def test_board_lifecycle_and_admin_rules(api):
         "player_submissions": True,
         "reset_schedule": "never",
         "score_format": "integer",
+        "season": 1,
+        "next_reset_at": None,
         "players": 0,
         "seq": 0,
     }

@@ -129,9 +129,10 @@ def log_in(page: Any, base_url: str, username: str, *, next_path: str = "/") -> 
 
 
 def create_admin(server: ServerProcess, username: str) -> None:
-    """An admin account, made the way an operator would: `run.py user create`."""
+    """An admin account, made the way an operator would: `run.py user create` (which goes
+    through the running server, found by the database lock and --port)."""
     subprocess.run(
-        server.command("user", "create", username, "--role", "admin"),
+        server.command("--port", str(server.port), "user", "create", username, "--role", "admin"),
         input=PASSWORD,
         text=True,
         check=True,
@@ -414,6 +415,59 @@ def test_a_board_made_on_admin_appears_live_on_the_board_list(browser, server):
     player_page.context.close()
 
 
+def test_admin_removes_a_player_and_resets_a_board_while_a_player_watches(browser, server):
+    create_admin(server, "boss")
+    site = Site(server)
+    site.register("viewer")
+    for i, user in enumerate(["ann", "ben", "cat"]):
+        site.post(user, 100 - i)
+    site.post("cheater", 9999)
+    viewer = browser.new_context().new_page()
+    log_in(viewer, site.url, "viewer", next_path=f"/boards/{site.board}")
+    wait_state(viewer, "live")
+    assert [name for _, name, _ in standings(viewer)] == ["cheater", "ann", "ben", "cat"]
+
+    admin_page = browser.new_context().new_page()
+    log_in(admin_page, site.url, "boss", next_path="/admin")
+    row = admin_page.locator(f"#boards-table tr[data-board={site.board}]")
+    row.get_by_role("button", name="Manage").click()
+    panel = admin_page.locator(".manage-row")
+    panel.get_by_role("button", name="Remove cheater's entry").wait_for()
+    admin_page.once("dialog", lambda dialog: dialog.accept())
+    panel.get_by_role("button", name="Remove cheater's entry").click()
+    # The viewer's live top 10 loses the row, without a reload.
+    viewer.wait_for_selector("#top10 li[data-user=cheater]", state="detached", timeout=3000)
+    assert [name for _, name, _ in standings(viewer)] == ["ann", "ben", "cat"]
+    panel.get_by_role("button", name="Remove cheater's entry").wait_for(state="detached")
+
+    admin_page.once("dialog", lambda dialog: dialog.accept())
+    panel.get_by_role("button", name="Reset board…").click()
+    panel.get_by_role("link", name="Season 1", exact=True).wait_for()
+    expect(panel.get_by_role("link", name="Export Quiz night, season 1, as CSV")).to_have_attribute(
+        "href", f"/admin/export/{site.board}?format=csv&season=1"
+    )
+    # The viewer's page empties and links the archive.
+    viewer.wait_for_selector("#top10 li", state="detached", timeout=3000)
+    expect(viewer.locator("#empty-board")).to_be_visible()
+    expect(viewer.locator("#season-links a")).to_have_text(["Season 1"])
+    # A fresh load of the board page says the same, and the archive holds the final ranks.
+    viewer.goto(site.board_url())
+    expect(viewer.locator("#empty-board")).to_be_visible()
+    viewer.get_by_role("link", name="Season 1", exact=True).click()
+    viewer.wait_for_url(re.compile(r"/seasons/1$"))
+    names = viewer.locator("#season-rows .name").all_inner_texts()
+    assert names == ["ann", "ben", "cat"]
+
+    # The export link downloads the archived season's CSV with the organiser's cookie.
+    with admin_page.expect_download() as download:
+        panel.get_by_role("link", name="Export Quiz night, season 1, as CSV").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0] == "rank,user_id,name,score,score_display,subscore,updated_at"
+    assert [line.split(",")[1] for line in lines[1:]] == ["ann", "ben", "cat"]
+    admin_page.context.close()
+    viewer.context.close()
+
+
 def test_admin_page_is_refused_to_a_player(browser, site):
     site.register("player")
     page = browser.new_page()
@@ -443,6 +497,10 @@ def test_no_page_has_a_serious_or_critical_axe_violation(browser, server):
     site = Site(server, score_format="duration_ms", order="asc")
     for i, user in enumerate(["ann", "ben", "cat", "dan", "eve", "fay", "gus"]):
         site.post(user, 60_000 + 1234 * i)
+    past = Site(server, board="past", reset_schedule="weekly")
+    for i, user in enumerate(["ann", "ben", "cat"]):
+        past.post(user, 10 - i)
+    assert server.request("POST", "/api/boards/past/reset", {}, past.admin)[0] == 200
     found = {}
     for scheme in ("light", "dark"):
         # bypass_csp: the pages allow no injected script, and axe is injected by the test.
@@ -455,10 +513,22 @@ def test_no_page_has_a_serious_or_critical_axe_violation(browser, server):
             found[f"{scheme} {path}"] = axe_violations(page)
         log_in(page, site.url, "boss", next_path="/")
         site.post("boss", 61_000)
-        for path in ("/", f"/boards/{site.board}", f"/boards/{site.board}?kiosk=1", "/admin"):
+        for path in (
+            "/",
+            f"/boards/{site.board}",
+            f"/boards/{site.board}?kiosk=1",
+            "/boards/past",
+            "/boards/past/seasons/1",
+            "/admin",
+        ):
             page.goto(site.url + path)
             page.wait_for_timeout(300)  # let the page's script draw its live parts
             found[f"{scheme} {path} (admin)"] = axe_violations(page)
+        page.locator("#boards-table tr[data-board=past]").get_by_role(
+            "button", name="Manage"
+        ).click()
+        page.locator(".manage-row .seasons a").first.wait_for()
+        found[f"{scheme} /admin, a board's Manage panel open"] = axe_violations(page)
         context.close()
     assert {key: v for key, v in found.items() if v} == {}
 

@@ -242,6 +242,174 @@ def test_certfile_and_keyfile_serve_wss(tmp_path):
         assert server.stop() == 0
 
 
+# -- management on the running server, and the one-server lock -------------------------------
+
+
+def manage(server: ServerProcess, *args: str, stdin: str | None = None):
+    """A management command aimed at `server`'s database and port."""
+    return subprocess.run(
+        server.command("--port", str(server.port), *args),
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_management_goes_through_a_running_server_and_its_subscribers_see_it(tmp_path):
+    import json
+
+    import websocket
+
+    server = ServerProcess(f"sqlite:///{tmp_path}/live.db", tmp_path / "server.log").start()
+    try:
+        made = manage(
+            server,
+            "board",
+            "create",
+            "speedrun",
+            "--title",
+            "Speed run",
+            "--order",
+            "asc",
+            "--score-format",
+            "duration_ms",
+        )
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.splitlines() == [
+            "created board speedrun",
+            f"(through the running server at {server.base_url})",
+        ]
+        admin = server.token("boss", "admin")
+        # The running server knows the board at once (no restart, no 404/409 trap).
+        status, board = server.request("GET", "/api/boards/speedrun", token=admin)
+        assert status == 200 and board["score_format"] == "duration_ms"
+        game = server.token("game", "server")
+        server.request(
+            "POST", "/api/boards/speedrun/scores", {"user_id": "amy", "score": 62345}, game
+        )
+
+        ws = websocket.create_connection(
+            server.base_url.replace("http", "ws") + "/ws?board=speedrun",
+            header=[f"Authorization: Bearer {admin}"],
+            timeout=10,
+        )
+        try:
+            while json.loads(ws.recv())["type"] != "snapshot":
+                pass
+            listed = manage(server, "board", "list")
+            assert listed.returncode == 0, listed.stderr
+            assert "amy 1:02.345" in listed.stdout and "through the running server" in listed.stdout
+            reset = manage(server, "board", "reset", "speedrun")
+            assert reset.returncode == 0, reset.stderr
+            assert reset.stdout.startswith("reset board speedrun: season 1 archived, season 2")
+            while (frame := json.loads(ws.recv()))["type"] != "snapshot":
+                pass
+            assert frame["data"]["top_10"] == [] and frame["data"]["total_players"] == 0
+        finally:
+            ws.close()
+        status, seasons = server.request("GET", "/api/boards/speedrun/seasons", token=admin)
+        assert [s["players"] for s in seasons["seasons"]] == [1]
+
+        user = manage(
+            server, "user", "create", "judge", "--role", "admin", stdin="a long password\n"
+        )
+        assert user.returncode == 0, user.stderr
+        assert "through the running server" in user.stdout
+        status, login = server.request(
+            "POST", "/api/auth/login", {"username": "judge", "password": "a long password"}
+        )
+        assert status == 200 and login["user"]["role"] == "admin"
+        users = manage(server, "user", "list")
+        assert "judge" in users.stdout and "admin" in users.stdout
+
+        gone = manage(server, "board", "delete", "speedrun")
+        assert gone.returncode == 0, gone.stderr
+        assert server.request("GET", "/api/boards/speedrun", token=admin)[0] == 404
+        missing = manage(server, "board", "reset", "speedrun")
+        assert missing.returncode == 1
+        assert "404" in missing.stderr and "Traceback" not in missing.stderr
+    finally:
+        assert server.stop() == 0
+
+    # Stopped: the same commands write the database, and say so.
+    offline = manage(
+        server, "board", "create", "next", "--title", "Next", "--reset-schedule", "weekly"
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout.splitlines()[-1] == (
+        "(written to the database directly: no server is running on it)"
+    )
+    listed = manage(server, "board", "list")
+    assert "next" in listed.stdout and "directly" in listed.stdout
+    assert manage(server, "board", "reset", "next").returncode == 0
+    server.start()
+    try:
+        admin = server.token("boss", "admin")
+        status, board = server.request("GET", "/api/boards/next", token=admin)
+        assert status == 200 and board["season"] == 2 and board["reset_schedule"] == "weekly"
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_lock_held_but_no_server_answering_is_said_in_one_line(tmp_path):
+    server = ServerProcess(f"sqlite:///{tmp_path}/l.db", tmp_path / "server.log").start()
+    try:
+        wrong_port = subprocess.run(
+            server.command("--port", "1", "board", "list"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        assert server.stop() == 0
+    assert wrong_port.returncode == 1
+    (line,) = wrong_port.stderr.splitlines()
+    assert "none answers at http://127.0.0.1:1" in line and "l.db.lock" in line
+
+
+def _second_server_is_refused(url: str, tmp_path, lock_words: str) -> None:
+    first = ServerProcess(url, tmp_path / "first.log").start()
+    try:
+        second = subprocess.run(
+            ServerProcess(url, tmp_path / "second.log").command("--port", "1"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        (line,) = second.stderr.splitlines()
+        assert line.startswith("scoreboard: another server is running on this database")
+        assert lock_words in line
+        assert first.request("GET", "/healthz")[0] == 200
+    finally:
+        assert first.stop() == 0
+    # The lock dies with its process: a server starts again at once.
+    again = ServerProcess(url, tmp_path / "again.log").start()
+    assert again.stop() == 0
+
+
+def test_a_second_server_on_the_same_sqlite_file_is_refused(tmp_path):
+    _second_server_is_refused(f"sqlite:///{tmp_path}/one.db", tmp_path, "one.db.lock")
+
+
+def test_a_second_server_on_the_same_postgres_database_is_refused(postgres_url, tmp_path):
+    _second_server_is_refused(postgres_url, tmp_path, "PostgreSQL advisory lock")
+
+
+def test_a_killed_servers_lock_is_gone_with_it(tmp_path):
+    import signal
+
+    url = f"sqlite:///{tmp_path}/k.db"
+    server = ServerProcess(url, tmp_path / "server.log").start()
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    direct = run("--database-url", url, "--jwt-secret", SECRET, "board", "list")
+    assert direct.returncode == 0 and "directly" in direct.stdout
+
+
 # -- flags, version, signals and start-up failures -----------------------------------------
 
 

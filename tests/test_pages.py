@@ -406,3 +406,83 @@ async def test_static_files_are_served_with_revalidation_unless_versioned(api):
     assert versioned
     cached = await Browser(api).fetch("GET", versioned.group(1))
     assert "max-age" in cached.headers["Cache-Control"]
+
+
+# -- seasons ---------------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_archived_season_page_shows_the_final_standings(api):
+    await api.make_board("laps", order="asc", score_format="duration_ms", reset_schedule="weekly")
+    await register(api, "amy")
+    for user, score in [("amy", 62345), ("bob", 61000), ("cy", 70000)]:
+        await post_score(api, "laps", user, score)
+    browser = Browser(api)
+    await browser.log_in("amy")
+    board = await browser.fetch("GET", "/boards/laps")
+    assert "Season 1 · next reset" in board.text
+    assert 'id="seasons-nav" hidden' in board.text  # nothing archived yet
+
+    assert (await api.post("/api/boards/laps/reset", {}, token=api.admin)).status == 200
+    await post_score(api, "laps", "new", 1)
+    board = await browser.fetch("GET", "/boards/laps")
+    assert "Season 2 · next reset" in board.text
+    assert 'href="/boards/laps/seasons/1"' in board.text
+
+    page = await browser.fetch("GET", "/boards/laps/seasons/1")
+    assert page.status == 200
+    rows = re.findall(
+        r'<li class="row[^"]*" data-user="([^"]+)">\s*<span class="rank num">(\d+)</span>\s*'
+        r'<span class="name">([^<]+)</span>\s*<span class="score num" data-score="(\d+)">([^<]+)<',
+        page.text,
+    )
+    assert rows == [
+        ("bob", "1", "bob", "61000", "1:01.000"),
+        ("amy", "2", "amy", "62345", "1:02.345"),
+        ("cy", "3", "cy", "70000", "1:10.000"),
+    ]
+    assert 'class="row podium-2 me"' in page.text  # the viewer's own row, as on the board
+    assert "3 players" in page.text and "reset by an organiser" in page.text
+    assert 'aria-current="page"' in page.text
+
+    assert (await browser.fetch("GET", "/boards/laps/seasons/2")).status == 404
+    assert (await browser.fetch("GET", "/boards/laps/seasons/x")).status == 404
+    assert (await browser.fetch("GET", "/boards/none/seasons/1")).status == 404
+    logged_out = await Browser(api).fetch("GET", "/boards/laps/seasons/1")
+    assert logged_out.status == 302 and "/login" in logged_out.headers["Location"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_long_season_page_pages_by_a_hundred(api):
+    await api.make_board("big")
+    for i in range(130):
+        await post_score(api, "big", f"p{i:03d}", 1000 - i)
+    assert (await api.post("/api/boards/big/reset", {}, token=api.admin)).status == 200
+    await register(api, "viewer")
+    browser = Browser(api)
+    await browser.log_in("viewer")
+    first = await browser.fetch("GET", "/boards/big/seasons/1")
+    assert first.text.count('<li class="row') == 100 and 'href="?offset=100"' in first.text
+    second = await browser.fetch("GET", "/boards/big/seasons/1?offset=100")
+    assert second.text.count('<li class="row') == 30
+    assert ">101</span>" in second.text and 'href="?offset=0"' in second.text
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_admin_export_link_streams_with_the_log_in_cookie(api):
+    await api.make_board("b", score_format="decimal:2")
+    await post_score(api, "b", "amy", 1234)
+    await api.post(
+        "/api/admin/users",
+        {"username": "boss", "password": PASSWORD, "role": "admin"},
+        token=api.admin,
+    )
+    browser = Browser(api)
+    await browser.log_in("boss")
+    answer = await browser.fetch("GET", "/admin/export/b?format=csv")
+    assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/csv")
+    assert answer.text.splitlines()[1].startswith("1,amy,amy,1234,12.34,0,")
+    await register(api, "player")
+    player = Browser(api)
+    await player.log_in("player")
+    assert (await player.fetch("GET", "/admin/export/b")).status == 403

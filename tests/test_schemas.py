@@ -143,7 +143,7 @@ def test_a_title_is_one_to_200_characters_not_only_blanks_and_is_stored_stripped
         ("max_score", MAX_SAFE_INTEGER + 1, "an integer within ±(2^53-1) or null"),
         ("player_submissions", 1, "true or false"),
         ("player_submissions", "true", "true or false"),
-        ("reset_schedule", "daily", "one of never"),
+        ("reset_schedule", "hourly", "one of never, daily, weekly, monthly"),
         ("score_format", "decimal:7", "integer, duration_ms or decimal:N with N 1-6"),
     ],
 )
@@ -179,10 +179,11 @@ def test_id_and_title_are_required_and_order_operator_id_cannot_be_patched():
 def test_board_settings_config_columns_and_answer_name_the_same_fields():
     settings = list(BOARD_SETTINGS)
     assert [f.name for f in fields(BoardConfig)] == [*settings, "created_at"]
-    assert set(boards_table.c.keys()) == {*settings, "created_at", "seq"}
+    season_columns = {"season", "season_started_at", "schedule_since"}  # not settings
+    assert set(boards_table.c.keys()) == {*settings, "created_at", "seq", *season_columns}
     config = schemas.new_board(dict(BOARD), created_at=0.0)
     answer = schemas.board_answer(config, players=3, seq=9)
-    assert list(answer) == [*settings, "players", "seq"]
+    assert list(answer) == [*settings, "season", "next_reset_at", "players", "seq"]
     assert answer["players"] == 3 and answer["seq"] == 9 and answer["title"] == "Board"
     assert list(answer) == schemas.BOARD_ANSWER["required"]
 

@@ -159,8 +159,10 @@ def test_migrate_creates_the_schema_on_an_empty_database(db_url: str) -> None:
         "player_records",
         "submissions",
         "server_settings",
+        "seasons",
+        "season_entries",
     }
-    assert version == "0003"
+    assert version == "0004"
     assert diff == []
 
 
@@ -559,7 +561,7 @@ def test_migration_0002_gives_existing_boards_integer_and_keeps_their_records(
     assert loaded.seq == 7
     # Adding the column did not recreate the boards table (whose cascade would empty this).
     assert loaded.records == [ranking.Record("alice", "Alice", 62345, 1, 7, 3.5)]
-    assert scalar(db_url, "SELECT version_num FROM alembic_version") == "0003"
+    assert scalar(db_url, "SELECT version_num FROM alembic_version") == "0004"
 
     # And back: the downgrade drops only the column.
     alembic_to(db_url, "0001", down=True)
@@ -613,3 +615,90 @@ def test_migration_0003_keys_users_and_keeps_old_case_twins_able_to_log_in(db_ur
 
     # An exact id wins; another case finds the key holder; players without password: none.
     assert run(db_url, logins) == ["alice", "Alice", "alice", None]
+
+
+def test_reset_archives_ranks_as_the_engine_orders_them(db_url: str) -> None:
+    """The archive is ranked by SQL; it must order exactly as ranking.py does, user ids
+    compared byte by byte (a PostgreSQL collation would put "a" before "B")."""
+    from scoreboard.store import SeasonEnd
+
+    async def scenario(store: Store) -> tuple[list[tuple], list[tuple]]:
+        await store.create_board(board("b"))
+        order = ranking.Leaderboard(ranking.Order.DESC, ranking.Operator.BEST)
+        # Stored pairs reached at the same seq: only the user_id can break these ties.
+        for user, score in [("a", 5), ("B", 5), ("_x", 5), ("c", 9), ("Z", 1)]:
+            record = ranking.Record(user, user.upper(), score, 0, 1, 1.0)
+            order.put(record, seq=1)
+            await store.write_score(score_write(record))
+        end = SeasonEnd(
+            board_id="b", order="desc", season=1, started_at=0, ended_at=5, reason="manual", seq=9
+        )
+        assert await store.reset_board(end) == 5
+        row, entries = await store.season_page("b", 1, offset=0, limit=10)  # type: ignore[misc]
+        assert (row.players, row.reason) == (5, "manual")
+        expected = [(e.rank, e.user_id) for e in order.page(0, 10)]
+        return expected, [(e.rank, e.user_id) for e in entries]
+
+    expected, archived = run(db_url, scenario)
+    assert archived == expected
+    assert [user for _, user in archived] == ["c", "B", "_x", "a", "Z"]  # as Python sorts str
+
+
+def score_write(record: ranking.Record) -> ScoreWrite:
+    return ScoreWrite(
+        board_id="b",
+        user_id=record.user_id,
+        user_name=record.name,
+        score=record.score,
+        subscore=record.subscore,
+        reached_seq=record.reached_seq,
+        updated_at=record.updated_at,
+        seq=record.reached_seq,
+        improved=True,
+        actor="game",
+        idempotency_key=None,
+        request_hash=None,
+        response={},
+        submitted_score=record.score,
+        submitted_subscore=record.subscore,
+    )
+
+
+def test_entry_chunks_stream_the_standings_and_an_archive_in_rank_order(db_url: str) -> None:
+    """The export's read: one snapshot, fetched a chunk at a time on the read threads (a
+    server-side cursor on PostgreSQL), closed early without harm."""
+    import contextlib
+
+    from scoreboard.store import SeasonEnd
+
+    async def scenario(store: Store) -> tuple[list, list, list]:
+        await store.create_board(board("b"))
+        for i in range(25):
+            record = ranking.Record(f"u{i:02d}", f"U{i}", i % 7, 0, i + 1, 1.0)
+            await store.write_score(score_write(record))
+
+        async def read(season: int | None) -> list:
+            rows = []
+            async for chunk in store.entry_chunks("b", "desc", season=season, chunk=4):
+                assert len(chunk) <= 4
+                rows += chunk
+            return rows
+
+        live = await read(None)
+        end = SeasonEnd("b", "desc", season=1, started_at=0, ended_at=5, reason="manual", seq=99)
+        await store.reset_board(end)
+        archived = await read(1)
+        early = []
+        chunks = store.entry_chunks("b", "desc", season=1, chunk=3)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                early += chunk
+                break
+        return live, archived, early
+
+    live, archived, early = run(db_url, scenario)
+    assert [row[0] for row in live] == list(range(1, 26))
+    assert archived == live
+    assert early == live[:3]
+    # desc: higher score first, then who reached it first.
+    assert [row[1] for row in live[:4]] == ["u06", "u13", "u20", "u05"]

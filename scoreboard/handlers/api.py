@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
+from tornado.iostream import StreamClosedError
 
-from .. import schemas
+from .. import export, schemas
+from ..errors import ValidationFailed
 from .base import BaseHandler, admin, authenticated, public, reader
 
 
@@ -83,10 +86,102 @@ class Leaderboard(BaseHandler):
         )
 
 
+def _season_number(text: str | None) -> int | None:
+    """A season number, 1 or more (schemas.SEASON), from the path or the query; None if absent."""
+    return schemas.SEASON.parse(lambda _: text).get("season")
+
+
 class Player(BaseHandler):
     @reader
     def get(self, board_id: str, user_id: str) -> None:
         self.write_json(self.service.player(board_id, user_id))
+
+    @admin
+    async def delete(self, board_id: str, user_id: str) -> None:
+        await self.service.remove_player(board_id, user_id)
+        self.set_status(204)
+        self.finish()
+
+
+class Reset(BaseHandler):
+    """Archive the standings as a season and start the next one empty."""
+
+    @admin
+    async def post(self, board_id: str) -> None:
+        self.write_json(await self.service.reset_board(board_id))
+
+
+class Seasons(BaseHandler):
+    @reader
+    async def get(self, board_id: str) -> None:
+        self.write_json(await self.service.seasons(board_id))
+
+
+class SeasonLeaderboard(BaseHandler):
+    @reader
+    async def get(self, board_id: str, season: str) -> None:
+        number = _season_number(season)
+        assert number is not None
+        page = schemas.PAGE.parse(self.query_argument)
+        answer = await self.service.season_leaderboard(
+            board_id, number, limit=page["limit"], offset=page["offset"]
+        )
+        self.write_json(answer)
+
+
+class Export(BaseHandler):
+    """Every entry of the board or of an archived season, streamed as CSV or JSON."""
+
+    @admin
+    async def get(self, board_id: str) -> None:
+        fmt, season = export_params(self)
+        await stream_export(self, board_id, fmt, season)
+
+
+def export_params(handler: Any) -> tuple[str, int | None]:
+    """`format` (csv, the default, or json) and `season` of an export."""
+    fmt = handler.get_query_argument("format", "csv")
+    if fmt not in schemas.EXPORT_FORMATS:
+        raise ValidationFailed(f"format must be csv or json, got {fmt!r}")
+    return fmt, _season_number(handler.get_query_argument("season", None))
+
+
+async def stream_export(handler: Any, board_id: str, fmt: str, season: int | None) -> None:
+    """Write an export to `handler` a chunk at a time, flushing each (also used by /admin)."""
+    service = handler.services.service
+    archived = service.export_season(board_id, season)  # NotFound before any byte is sent
+    state = service.board(board_id)
+    number = state.season if archived is None else archived
+    score_format = state.config.score_format
+    handler.set_header("Content-Type", export.CONTENT_TYPES[fmt])
+    handler.set_header(
+        "Content-Disposition",
+        f'attachment; filename="{export.filename(board_id, number, fmt)}"',
+    )
+    chunks = handler.services.store.entry_chunks(
+        board_id, state.config.order, season=archived, chunk=export.CHUNK_ROWS
+    )
+    first = True
+    try:
+        async with contextlib.aclosing(chunks):
+            if fmt == "csv":
+                handler.write(export.csv_head())
+            else:
+                handler.write(
+                    export.json_head(board_id, number, score_format, archived=archived is not None)
+                )
+            async for rows in chunks:
+                if fmt == "csv":
+                    handler.write(export.csv_chunk(rows, score_format))
+                else:
+                    handler.write(export.json_chunk(rows, score_format, first=first))
+                first = False
+                await handler.flush()
+            if fmt == "json":
+                handler.write(export.JSON_TAIL)
+        handler.finish()
+    except StreamClosedError:
+        pass  # the client left: the read was closed above, nothing more to send
 
 
 class Around(BaseHandler):
@@ -143,6 +238,28 @@ class Updates(BaseHandler):
 
     def work_seconds(self) -> float:
         return max(0.0, self.request.request_time() - self._waited_s)
+
+
+class AdminOnline(BaseHandler):
+    """Who is connected to this process, with their connection count and boards."""
+
+    @admin
+    def get(self) -> None:
+        self.write_json(self.services.hub.online())
+
+
+class AdminUsers(BaseHandler):
+    """Accounts, listed and created by an organiser (`run.py user list|create`)."""
+
+    @admin
+    async def get(self) -> None:
+        page = schemas.USERS_PAGE.parse(self.query_argument)
+        answer = await self.services.accounts.list_users(limit=page["limit"], offset=page["offset"])
+        self.write_json(answer)
+
+    @admin
+    async def post(self) -> None:
+        self.write_json(await self.services.accounts.create_account(self.json_body()), 201)
 
 
 class AdminStats(BaseHandler):

@@ -114,6 +114,7 @@ class PageHandler(RouteMethods):
             is_admin=self.is_admin,
             anonymous_read=self.settings_.anonymous_read,
             format_score=format_score,
+            when=when,
             json_data=json_for_html,
             kiosk=False,
         )
@@ -226,7 +227,7 @@ class BoardPage(PageHandler):
     """`/boards/{id}` (and `?kiosk=1` for a big screen): standings, rank card, score form."""
 
     @reader
-    def get(self, board_id: str) -> None:
+    async def get(self, board_id: str) -> None:
         self.ensure_ready()
         view = board_view(self.services, board_id, self.identity)
         kiosk = self.get_query_argument("kiosk", "") in ("1", "true", "yes")
@@ -236,6 +237,7 @@ class BoardPage(PageHandler):
             error=None,
             typed_score="",
             rendered_at=_now_iso(),
+            archived=(await self.service.seasons(board_id))["seasons"],
             **view,
         )
 
@@ -273,19 +275,24 @@ class BoardSubmitForm(PageHandler):
             error=error,
             typed_score=typed,
             rendered_at=_now_iso(),
+            archived=(await self.service.seasons(board_id))["seasons"],
             **view,
         )
 
 
 class AdminPage(PageHandler):
-    """`/admin`: boards to create, edit and delete; live server figures."""
+    """`/admin`: boards to create, edit, reset and delete, entries to remove, exports; who is
+    online and live server figures."""
 
     @admin
     def get(self) -> None:
         self.ensure_ready()
         boards = self.service.list_boards()
         stats = self.services.hub.stats()
-        self.render("admin.html", boards=boards, stats=stats, page_data={"stats": stats})
+        online = self.services.hub.online()
+        self.render(
+            "admin.html", boards=boards, stats=stats, online=online, page_data={"stats": stats}
+        )
 
 
 class LoginPage(PageHandler):
@@ -443,6 +450,11 @@ def _field_of(detail: str) -> str:
         if field in detail:
             return field
     return "form"
+
+
+def when(iso: str | None) -> str:
+    """An API timestamp as pages show it: `2026-11-30 00:00 UTC`."""
+    return "" if not iso else f"{iso[:10]} {iso[11:16]} UTC"
 
 
 def _now_iso() -> str:

@@ -135,6 +135,54 @@ function refreshAround() {
   }, AROUND_REFRESH_MS);
 }
 
+// -- seasons: a reset sends everyone a fresh snapshot; the links to the archives follow ------
+
+const seasonsNav = document.getElementById("seasons-nav");
+let seasonsShown = null; // the newest archived season the links show
+
+function when(iso) {
+  return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
+}
+
+async function refreshSeasons() {
+  if (!seasonsNav) return;
+  const path = `/api/boards/${encodeURIComponent(board.id)}`;
+  try {
+    const [{ seasons }, fresh] = await Promise.all([
+      api("GET", `${path}/seasons`, { token }),
+      api("GET", path, { token }),
+    ]);
+    const newest = seasons.length ? seasons[seasons.length - 1].season : 0;
+    if (newest === seasonsShown) return;
+    seasonsShown = newest;
+    const links = document.getElementById("season-links");
+    links.replaceChildren(
+      ...seasons
+        .slice()
+        .reverse()
+        .map((s) => {
+          const item = document.createElement("li");
+          const link = document.createElement("a");
+          link.href = `/boards/${encodeURIComponent(board.id)}/seasons/${s.season}`;
+          link.textContent = `Season ${s.season}`;
+          const note = document.createElement("span");
+          note.className = "hint-inline";
+          note.textContent = ` ended ${when(s.ended_at)} · ${count(s.players)} ${s.players === 1 ? "player" : "players"}`;
+          item.append(link, note);
+          return item;
+        }),
+    );
+    seasonsNav.hidden = seasons.length === 0;
+    const line = document.querySelector(".season-line");
+    if (line) {
+      line.textContent = `Season ${fresh.season}`;
+      if (fresh.next_reset_at) line.append(` · next reset ${when(fresh.next_reset_at)}`);
+    }
+  } catch {
+    // The links stay as they were; the next snapshot tries again.
+  }
+}
+
 // -- frames ----------------------------------------------------------------------------------
 
 function onFrame({ type, data: frame }) {
@@ -150,6 +198,7 @@ function onFrame({ type, data: frame }) {
       if (me) you = frame.you;
       drawYou();
       refreshAround();
+      refreshSeasons();
     }
     drawTop(type === "score_update" ? highlight : new Set());
     series = addObservation(series, top, Date.now());

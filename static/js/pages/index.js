@@ -47,7 +47,7 @@ function fillCard(card, board) {
   card.querySelector(".players-word").textContent = board.players === 1 ? "player" : "players";
   card.querySelector(".rules").textContent = describeRules(board);
   card.querySelector(".reset").textContent = board.next_reset_at
-    ? `Next reset ${new Date(board.next_reset_at).toLocaleString()}`
+    ? `Next reset ${board.next_reset_at.slice(0, 10)} ${board.next_reset_at.slice(11, 16)} UTC`
     : "Never resets";
 }
 
