@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import jwt
 import pytest
@@ -140,11 +141,12 @@ def _self_signed(tmp_path) -> tuple[str, str]:
     return str(certfile), str(keyfile)
 
 
-def test_certfile_and_keyfile_serve_https(tmp_path):
+def _tls_server(tmp_path: Path) -> tuple[ServerProcess, str]:
+    """A started server on HTTPS/WSS with a certificate made here (its client trusts it), and
+    the certificate's path."""
     import ssl
 
     certfile, keyfile = _self_signed(tmp_path)
-    trust = ssl.create_default_context(cafile=certfile)
     server = ServerProcess(
         f"sqlite:///{tmp_path}/tls.db",
         tmp_path / "server.log",
@@ -152,8 +154,14 @@ def test_certfile_and_keyfile_serve_https(tmp_path):
         certfile,
         "--keyfile",
         keyfile,
-        tls=trust,
-    ).start()
+        tls=ssl.create_default_context(cafile=certfile),
+    )
+    return server.start(), certfile
+
+
+def test_certfile_and_keyfile_serve_https(tmp_path):
+
+    server, _ = _tls_server(tmp_path)
     try:
         assert server.request("GET", "/healthz") == (200, {"status": "ok"})
         assert "serving on https://" in server.log_path.read_text()
@@ -204,17 +212,7 @@ def test_certfile_and_keyfile_serve_wss(tmp_path):
 
     import websocket
 
-    certfile, keyfile = _self_signed(tmp_path)
-    trust = ssl.create_default_context(cafile=certfile)
-    server = ServerProcess(
-        f"sqlite:///{tmp_path}/wss.db",
-        tmp_path / "server.log",
-        "--certfile",
-        certfile,
-        "--keyfile",
-        keyfile,
-        tls=trust,
-    ).start()
+    server, certfile = _tls_server(tmp_path)
     try:
         admin = server.token("admin", "admin")
         assert server.request("POST", "/api/boards", {"id": "b", "title": "B"}, admin)[0] == 201

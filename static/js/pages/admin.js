@@ -4,7 +4,7 @@
 
 import { drawSparkline } from "../chart.js";
 import { formatScore } from "../format.js";
-import { api, goToLogin, sessionToken } from "./common.js";
+import { api, goToLogin, seasonLink, sessionToken } from "./common.js";
 
 const TOP_PLAYERS_SHOWN = 20; // the manage panel lists the top of a board, each removable
 
@@ -245,9 +245,7 @@ async function fillManager(panel, board) {
       .reverse()
       .map((s) => {
         const item = document.createElement("li");
-        const link = document.createElement("a");
-        link.href = `/boards/${encodeURIComponent(board.id)}/seasons/${s.season}`;
-        link.textContent = `Season ${s.season}`;
+        const link = seasonLink(board.id, s.season);
         item.append(link, ` (${s.players} players): `);
         exportLinks(item, board, s.season);
         return item;

@@ -6,7 +6,15 @@ import { formatScore } from "../format.js";
 import { parseScoreInput } from "../score-input.js";
 import { renderRows, changedUsers } from "../standings.js";
 import { addObservation, drawLines } from "../chart.js";
-import { api, count, goToLogin, pageData, reducedMotion, sessionToken } from "./common.js";
+import {
+  api,
+  count,
+  goToLogin,
+  pageData,
+  reducedMotion,
+  seasonLink,
+  sessionToken,
+} from "./common.js";
 
 const AROUND_RADIUS = 2;
 const AROUND_REFRESH_MS = 400; // coalesces the around-me reads of a burst of rank changes
@@ -162,9 +170,7 @@ async function refreshSeasons() {
         .reverse()
         .map((s) => {
           const item = document.createElement("li");
-          const link = document.createElement("a");
-          link.href = `/boards/${encodeURIComponent(board.id)}/seasons/${s.season}`;
-          link.textContent = `Season ${s.season}`;
+          const link = seasonLink(board.id, s.season);
           const note = document.createElement("span");
           note.className = "hint-inline";
           note.textContent = ` ended ${when(s.ended_at)} · ${count(s.players)} ${s.players === 1 ? "player" : "players"}`;

@@ -60,3 +60,11 @@ export function reducedMotion() {
 export function count(n) {
   return Number(n).toLocaleString("en-US");
 }
+
+/** A link to an archived season's final standings. */
+export function seasonLink(boardId, season) {
+  const link = document.createElement("a");
+  link.href = `/boards/${encodeURIComponent(boardId)}/seasons/${season}`;
+  link.textContent = `Season ${season}`;
+  return link;
+}
