@@ -197,12 +197,14 @@ def test_two_pages_see_a_post_within_a_second_and_the_animation_ends_in_order(br
     for page in pages:
         remaining_ms = LIVE_WITHIN_MS - 1000 * (time.monotonic() - posted)
         wait_row(page, "ann", 1000, timeout_ms=max(1, int(remaining_ms)))
-    # Once the slide has finished, every row sits in its place with no transform left over.
+    # Once the slide and the score's count-up have finished, every row sits in its place with
+    # no transform left over, showing its final figure.
     for page in pages:
         page.wait_for_function(
-            "() => ![...document.querySelectorAll('#top10 li')]"
-            ".some(r => r.classList.contains('moving') || r.style.transform)",
-            timeout=3000,
+            "() => ![...document.querySelectorAll('#top10 li')].some(r => "
+            "r.classList.contains('moving') || r.style.transform || "
+            "r.querySelector('.score').hasAttribute('data-counting'))",
+            timeout=5000,
         )
         assert standings(page) == [
             ("1", "ann", "1,000"),

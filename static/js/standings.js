@@ -35,13 +35,25 @@ function buildRow(entry) {
   return row;
 }
 
+/**
+ * Count a score cell up (or down) from `from` to `to`. While it runs the cell carries
+ * `data-counting`, so a test or a screenshot can wait for the final figure. A hidden page
+ * gets no animation frames, so there the final figure is shown at once.
+ */
 function countUp(node, from, to, scoreFormat) {
+  if (document.hidden) {
+    node.textContent = formatScore(to, scoreFormat);
+    return;
+  }
   const start = performance.now();
+  node.dataset.counting = "";
   const step = (now) => {
+    if (node.dataset.score !== String(to)) return; // a newer score took over this cell
     const share = Math.min(1, (now - start) / COUNT_UP_MS);
     const value = share >= 1 ? to : Math.round(from + (to - from) * share);
     node.textContent = formatScore(value, scoreFormat);
-    if (share < 1 && node.dataset.score === String(to)) requestAnimationFrame(step);
+    if (share < 1) requestAnimationFrame(step);
+    else delete node.dataset.counting;
   };
   requestAnimationFrame(step);
 }
@@ -66,7 +78,10 @@ export function renderRows(list, entries, { scoreFormat, me = null, animate, hig
     const old = score.dataset.score === undefined ? null : Number(score.dataset.score);
     score.dataset.score = String(entry.score);
     if (animate && old !== null && old !== entry.score) countUp(score, old, entry.score, scoreFormat);
-    else score.textContent = formatScore(entry.score, scoreFormat);
+    else {
+      delete score.dataset.counting; // a count-up still running for this cell ends here
+      score.textContent = formatScore(entry.score, scoreFormat);
+    }
     return row;
   });
   list.replaceChildren(...rows);
