@@ -69,7 +69,7 @@ class Settings:
     ws_message_rate: float = 20.0  # client messages per second per connection
     ws_message_burst: int = 50
     ws_abuse_close_after: float = 5.0  # seconds over the message rate before close 1008
-    # Connections that hold resources without progress (SPEC section 11).
+    # Connections that hold resources without progress (docs/operations.md).
     request_head_timeout: float = 10.0  # seconds a new connection gets to send a whole head
     idle_timeout: float = 60.0  # seconds a keep-alive connection may sit between requests
     log_file: str | None = None  # append the log here instead of stderr; SIGHUP reopens it
@@ -206,7 +206,7 @@ def _convert(flag: _Flag, raw: Any, source: str) -> Any:
             return False
         raise ConfigError(f"{source}: expected true or false, got {raw!r}")
     if flag.name == "log_level":
-        return str(raw).strip().lower()  # SPEC section 1: case-insensitive
+        return str(raw).strip().lower()  # case-insensitive (docs/configuration.md)
     if flag.name == "allowed_origins":
         return tuple(part.strip().rstrip("/") for part in str(raw).split(",") if part.strip())
     if flag.name == "trusted_proxies":

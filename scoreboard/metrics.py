@@ -21,7 +21,7 @@ HTTP_REQUEST_DURATION = Histogram(
     "without its wait for a change).",
     ["handler", "method", "status"],
 )
-# SPEC section 8: any other request method, however long, is counted as `other`.
+# docs/operations.md#metrics: any other request method, however long, is counted as `other`.
 HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 SCORE_SUBMISSIONS = Counter(

@@ -1,4 +1,4 @@
-"""Live connections under faults, against real `run.py` processes (SPEC section 11).
+"""Live connections under faults, against real `run.py` processes (docs/operations.md).
 
 - Dead peers: a client process stopped with SIGSTOP is closed by the ping timeout and the
   `scoreboard_ws_connections` gauge falls.

@@ -1,4 +1,4 @@
-"""`/metrics` (SPEC section 8): bounded label sets whatever clients send, both text formats.
+"""`/metrics` (docs/operations.md): bounded label sets whatever clients send, both text formats.
 
 Each test talks to a real server on a free port and reads `/metrics` as a client would.
 """

@@ -196,7 +196,7 @@ def allowed_methods(handler_class: type[tornado.web.RequestHandler]) -> list[str
 
 class RouteMethods(tornado.web.RequestHandler):
     """What every route answers whatever its methods: HEAD wherever GET works, OPTIONS, and
-    405 with an `Allow` header (SPEC section 3; uptime monitors probe with HEAD)."""
+    405 with an `Allow` header (docs/api.md; uptime monitors probe with HEAD)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

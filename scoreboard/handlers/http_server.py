@@ -1,4 +1,6 @@
-"""The HTTP server: Tornado's, with the limits a server on the open internet needs (SPEC 11).
+"""The HTTP server: Tornado's, with the limits a server on the open internet needs.
+
+See docs/operations.md for the operator's view of these limits.
 
 - **Deadlines.** A new connection gets `--request-head-timeout` (10 s) to send a complete
   request head, TLS handshake included; a keep-alive connection may sit idle between requests

@@ -25,7 +25,7 @@ The private uses:
    answer is long sent, and its seven headers would stay for the life of the socket. The
    public `clear()` refills it with three default headers (a formatted Date among them).
 4. `WebSocketProtocol13._handle_message`, extended: for a text frame that is not valid UTF-8
-   Tornado drops the TCP connection without a close frame; RFC 6455 (and SPEC section 5) say
+   Tornado drops the TCP connection without a close frame; RFC 6455 (and docs/protocol.md) say
    close 1007. The protocol object comes from the public `get_websocket_protocol`.
 5. `TCPServer._sockets`, `_handlers` and `_handle_connection`, in `ListenerHTTPServer`:
    `add_sockets` replaced so that the server runs its own accept loop (http_server.py: on
