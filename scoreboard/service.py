@@ -23,7 +23,7 @@ import gc
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
@@ -242,6 +242,27 @@ class ScoreboardService:
         item = self.store.load_board(board_id)
         return _board_state(item) if item is not None else None
 
+    async def _store_applied(
+        self, board_id: str, state: BoardState, what: str, write: Awaitable[T]
+    ) -> T:
+        """Store a change memory already holds (a score, a reset, a removal).
+
+        If the database refuses it, memory no longer matches the database: the board takes no
+        more changes until it has been read back (once its other writes settle), so nothing
+        later builds on what was refused.
+        """
+        state.writes_in_flight += 1
+        try:
+            return await write
+        except Exception as exc:
+            log.warning("%s on %s failed (%s); reloading the board", what, board_id, exc)
+            self._reload_later(board_id, state)
+            if isinstance(exc, ScoreboardError):
+                raise
+            raise Internal(f"the {what} could not be stored") from exc
+        finally:
+            state.writes_in_flight -= 1
+
     def _reload_later(self, board_id: str, state: BoardState) -> None:
         """Mark a board stale and read it back from the database in the background."""
         state.stale = True
@@ -404,17 +425,9 @@ class ScoreboardService:
             seq=fresh.seq,
         )
         self.boards[board_id] = new_state
-        new_state.writes_in_flight += 1
-        try:
-            players = await self.store.reset_board(end)
-        except Exception as exc:
-            log.warning("reset of %s failed (%s); reading the board back", board_id, exc)
-            self._reload_later(board_id, new_state)
-            if isinstance(exc, ScoreboardError):
-                raise
-            raise Internal("the reset could not be stored") from exc
-        finally:
-            new_state.writes_in_flight -= 1
+        players = await self._store_applied(
+            board_id, new_state, "reset", self.store.reset_board(end)
+        )
         log.info(
             "board %s: season %d archived (%d players, %s)", board_id, end.season, players, reason
         )
@@ -501,17 +514,9 @@ class ScoreboardService:
         removal = ranks.withdraw(user_id)
         if removal is None:
             raise NotFound(f"player {user_id!r} has no score on board {board_id!r}")
-        state.writes_in_flight += 1
-        try:
-            await self.store.remove_player(board_id, user_id, removal.seq)
-        except Exception as exc:
-            log.warning("removal on %s failed (%s); reloading the board", board_id, exc)
-            self._reload_later(board_id, state)
-            if isinstance(exc, ScoreboardError):
-                raise
-            raise Internal("the removal could not be stored") from exc
-        finally:
-            state.writes_in_flight -= 1
+        await self._store_applied(
+            board_id, state, "removal", self.store.remove_player(board_id, user_id, removal.seq)
+        )
         if self.boards.get(board_id) is state:
             metrics.BOARD_PLAYERS.labels(board_id).set(len(ranks))
             for listener in self._listeners:
@@ -736,18 +741,7 @@ class ScoreboardService:
             submitted_subscore=request.subscore,
             metadata=request.metadata,
         )
-        state.writes_in_flight += 1
-        try:
-            await self.store.write_score(write)
-        except Exception as exc:
-            # Memory already holds the change; put it back in line with the database.
-            log.warning("score write on %s failed (%s); reloading the board", board_id, exc)
-            self._reload_later(board_id, state)
-            if isinstance(exc, ScoreboardError):
-                raise
-            raise Internal("the score could not be stored") from exc
-        finally:
-            state.writes_in_flight -= 1
+        await self._store_applied(board_id, state, "score", self.store.write_score(write))
         if outcome.improved:
             metrics.SUBMISSIONS_BY_RESULT["accepted"].inc()
             # A board deleted (or reset) during the commit has no subscribers of this state.
