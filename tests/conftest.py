@@ -7,8 +7,13 @@ reason, or fails under SCOREBOARD_REQUIRE_SERVICES=1 (CI), where a skip would hi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +88,68 @@ def postgres_url() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free loopback port, which the test may stop and
+    start again (the machine's shared Redis is never touched). Keeps nothing on disk."""
+
+    def __init__(self, workdir: Path) -> None:
+        from server_process import free_port  # tests/ is on sys.path (rootdir conftest)
+
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            missing_service("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        self.stop()
+        missing_service(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Stop it the hard way (SIGKILL): what a crash of Redis looks like to the servers."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A started PrivateRedis, stopped after the test."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = PrivateRedis(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # -- servers ------------------------------------------------------------------------------
