@@ -100,6 +100,43 @@ def test_oversized_heads_get_431_and_chunked_bodies_413(tmp_path):
     assert "Traceback" not in (tmp_path / "server.log").read_text()
 
 
+def test_an_oversized_form_post_gets_a_413_page_not_a_bare_400(tmp_path):
+    """The HTML forms (log-in, register, score) have the API's body cap and answer a page."""
+    server = ServerProcess(f"sqlite:///{tmp_path / 'sb.db'}", tmp_path / "server.log").start()
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"}
+    try:
+        declared = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        declared.request("POST", "/login", body=b"a" * (1100 * 1024), headers=form)
+        answer = declared.getresponse()
+        assert answer.status == 413
+        assert answer.headers["Content-Type"].startswith("text/html")
+        assert "Too much to send" in answer.read().decode()
+        declared.close()
+
+        def chunks():
+            for _ in range(2 * 16):  # 2 MiB, past Tornado's own 1 MiB cap
+                yield b"username=" + b"x" * 65527
+
+        chunked = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        chunked.request("POST", "/register", body=chunks(), headers=form, encode_chunked=True)
+        answer = chunked.getresponse()
+        assert answer.status == 413
+        assert answer.headers["Content-Type"].startswith("text/html")
+        answer.read()
+        # The connection was read to the end of the body, so it still serves.
+        chunked.request("GET", "/login", headers={"Accept": "text/html"})
+        assert chunked.getresponse().status == 200
+        chunked.close()
+
+        unknown = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        unknown.request("POST", "/no/such/page", body=b"a=1" * 1000, headers=form)
+        assert unknown.getresponse().status == 404
+        unknown.close()
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
 def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()

@@ -41,9 +41,8 @@ app_log = logging.getLogger("tornado.application")
 gen_log = logging.getLogger("tornado.general")
 
 MAX_BODY_BYTES = 16 * 1024  # larger bodies are a 413 (docs/api.md#conventions)
-# A chunked body past MAX_BODY_BYTES is read to its end and dropped, so that its sender can
-# read the 413 (answering mid-upload resets the connection under the sender). Beyond this
-# much, the connection is dropped instead; --idle-timeout bounds how long a drain may stall.
+# A chunked body past MAX_BODY_BYTES is read to its end and dropped (see BoundedBody). Beyond
+# this much, the connection is dropped instead; --idle-timeout bounds how long a drain may stall.
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
 PROBLEM_TYPE = "https://scoreboard.dev/problems/"
 # Codes for statuses Tornado itself raises (unknown route, wrong method, bad request line).
@@ -221,22 +220,24 @@ class RouteMethods(tornado.web.RequestHandler):
             self.set_header("Allow", ", ".join(allowed_methods(type(self))))
 
 
-@tornado.web.stream_request_body
-class BaseHandler(RouteMethods):
-    """JSON API handler: problem+json errors, bearer tokens, a 16 KiB body cap."""
+class BoundedBody(tornado.web.RequestHandler):
+    """Reads a request body of at most MAX_BODY_BYTES as it streams in; never buffers more.
 
-    def initialize(self, services: Services) -> None:
-        self.services = services
-        self.service = services.service
-        self.settings_ = services.settings
+    Subclasses are `@stream_request_body` and call `bound_the_body()` from `prepare`. A body
+    declared larger is refused at once; one that turns out larger (chunked) is read to its end
+    and dropped, so that its sender can read the 413: Tornado's own cap would answer a bare 400
+    instead, and answering mid-upload resets the connection under the sender.
+    """
+
+    _body: bytearray
+    _body_too_large = False
+    # Set by bound_the_body: a route that refused before it (an unknown path) drops the body.
+    _keeping_body = False
+
+    def bound_the_body(self) -> None:
+        """413 for a declared Content-Length over the cap; else read the body as it comes."""
         self._body = bytearray()
-        self._body_too_large = False
-        self._identity: Identity | None = None
-        self._identity_checked = False
-
-    # -- request body ----------------------------------------------------------------------
-
-    def prepare(self) -> None:
+        self._keeping_body = True
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise TooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes, got {declared}")
@@ -246,10 +247,35 @@ class BaseHandler(RouteMethods):
 
     def data_received(self, chunk: bytes) -> None:
         # Keep reading (so the answer can be sent on a healthy connection) but stop storing.
+        if not self._keeping_body:
+            return
         if len(self._body) + len(chunk) > MAX_BODY_BYTES:
             self._body_too_large = True
             return
         self._body += chunk
+
+    def body_bytes(self) -> bytes:
+        """The whole body, or 413 when it was over the cap."""
+        if self._body_too_large:
+            raise TooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
+        return bytes(self._body)
+
+
+@tornado.web.stream_request_body
+class BaseHandler(BoundedBody, RouteMethods):
+    """JSON API handler: problem+json errors, bearer tokens, a 16 KiB body cap."""
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+        self.service = services.service
+        self.settings_ = services.settings
+        self._identity: Identity | None = None
+        self._identity_checked = False
+
+    # -- request body ----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        self.bound_the_body()
 
     def json_body(self) -> dict[str, Any]:
         """The request's JSON object, or 415 / 413 / 400."""
@@ -258,10 +284,8 @@ class BaseHandler(RouteMethods):
             raise UnsupportedMediaType(
                 f"expected Content-Type application/json, got {content_type!r}"
             )
-        if self._body_too_large:
-            raise TooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
         try:
-            body = orjson.loads(self._body)
+            body = orjson.loads(self.body_bytes())
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
         if not isinstance(body, dict):

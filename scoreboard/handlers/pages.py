@@ -14,19 +14,23 @@ and so carry Tornado's XSRF token; the JSON API ignores the cookie (it reads onl
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import orjson
+import tornado.httputil
 import tornado.web
 
 from .. import frames, metrics
 from ..auth import Identity, Role
 from ..errors import AuthFailed, NotFound, NotReady, ScoreboardError
 from ..formatting import format_score, parse_score_input
-from .base import RouteMethods, Services, admin, public, reader, send_problem
+from .base import BoundedBody, RouteMethods, Services, admin, public, reader, send_problem
 
 TOKEN_COOKIE = "scoreboard_token"
 AROUND_RADIUS = 2  # the rank card shows two players above and two below the viewer
@@ -52,13 +56,37 @@ def login_url(next_path: str, *, expired: bool = False) -> str:
     return "/login" + query + ("&expired=1" if expired else "")
 
 
-class PageHandler(RouteMethods):
+def _reading_the_form(post: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a page's `post`: parse the (bounded) form body and check its XSRF token first."""
+
+    @functools.wraps(post)
+    async def read_then_post(self: PageHandler, *args: Any, **kwargs: Any) -> None:
+        self.read_form()
+        result = post(self, *args, **kwargs)
+        if inspect.isawaitable(result):
+            await result
+
+    return read_then_post
+
+
+@tornado.web.stream_request_body
+class PageHandler(BoundedBody, RouteMethods):
     """HTML pages: the viewer from the token cookie, HTML error pages, strict security headers.
 
     Auth rules use the same decorators as the API (`public`, `reader`, `admin`); a refusal is
     answered the way a person expects: a missing or expired log-in leads to the log-in page
     and back, a wrong role gets a 403 page.
+
+    Form bodies stream in under the API's cap (BoundedBody), so an oversized post gets a 413
+    page instead of Tornado's bare 400. A streamed body is only there once the method runs,
+    so every subclass's `post` is wrapped (here, whoever writes it) to parse the form and check
+    its XSRF token before anything else.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "post" in cls.__dict__:
+            cls.post = _reading_the_form(cls.__dict__["post"])
 
     def initialize(self, services: Services) -> None:
         self.services = services
@@ -104,8 +132,21 @@ class PageHandler(RouteMethods):
         )
 
     def prepare(self) -> None:
-        if self.request.method == "POST":
-            self.check_xsrf_cookie()
+        self.bound_the_body()
+
+    def read_form(self) -> None:
+        """Parse the form body into the request's arguments, then check the XSRF token."""
+        request = self.request
+        tornado.httputil.parse_body_arguments(
+            request.headers.get("Content-Type", ""),
+            self.body_bytes(),
+            request.body_arguments,
+            request.files,
+            request.headers,
+        )
+        for name, values in request.body_arguments.items():
+            request.arguments.setdefault(name, []).extend(values)
+        self.check_xsrf_cookie()
 
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
@@ -153,6 +194,7 @@ class PageHandler(RouteMethods):
         return {
             403: "You may not see this page",
             404: "Nothing here",
+            413: "Too much to send",
             503: "Starting up",
         }.get(status, "Something went wrong")
 
