@@ -340,6 +340,29 @@ class Leaderboard:
             True, new_seq, record, top_changed,
         )  # fmt: skip
 
+    def apply(self, record: Record, *, seq: int) -> Outcome:
+        """Store a record another party decided (a cluster's database) and re-rank its player.
+
+        The Outcome is the one `submit` would have reported for the submission that produced
+        `record` at `seq`, so listeners treat a replicated change like a local one. The caller
+        applies each board's records in seq order, once each (cluster/replica.py sees to it).
+        """
+        ordered = self._sorted
+        key_of = self._key
+        old = self._records.get(record.user_id)
+        previous_rank = previous_score = None
+        if old is not None:
+            previous_rank = ordered.remove_ranked(key_of(old)) + 1
+            previous_score = old.score
+        self._records[record.user_id] = record
+        rank = ordered.add_ranked(key_of(record)) + 1
+        self._raise_seq(max(seq, record.reached_seq))
+        top_changed = rank <= TOP_N or (previous_rank is not None and previous_rank <= TOP_N)
+        return Outcome(
+            record.user_id, record.name, record.score, record.subscore, rank, previous_rank,
+            previous_score, True, self._seq, record, top_changed,
+        )  # fmt: skip
+
     def put(self, record: Record, *, seq: int) -> None:
         """Store `record` as it is (cluster replica apply); the board seq never goes back."""
         old = self._records.get(record.user_id)
@@ -355,14 +378,22 @@ class Leaderboard:
         if old is not None:
             self._sorted.remove(self._key(old))
 
-    def withdraw(self, user_id: str) -> Removal | None:
-        """Remove the player as an accepted change (the seq advances); None when absent."""
+    def withdraw(self, user_id: str, *, seq: int | None = None) -> Removal | None:
+        """Remove the player as an accepted change; None when absent (nothing changes then).
+
+        The seq advances by one, or to `seq` when the change was decided elsewhere (a cluster's
+        database); it never goes back.
+        """
         old = self._records.pop(user_id, None)
         if old is None:
             return None
         previous_rank = self._sorted.remove_ranked(self._key(old)) + 1
-        self._seq += 1
+        self._raise_seq(self._seq + 1 if seq is None else seq)
         return Removal(user_id, old.name, old.score, previous_rank, self._seq)
+
+    def advance(self, seq: int) -> None:
+        """Raise the seq to `seq` for a change that left the standings as they are."""
+        self._raise_seq(seq)
 
     def take_all(self) -> tuple[dict[str, Record], list[list[Key]]]:
         """Empty the board at once and hand over what it held (the seq stays).
