@@ -135,15 +135,34 @@ def apply_operator(
     raise ValueError(f"unknown operator, got {operator!r}")
 
 
-def _refuse(
-    checked: int, stored: tuple[int, int], min_score: int | None, max_score: int | None
+def check_bounds(
+    operator: Operator,
+    score: int,
+    pair: tuple[int, int],
+    min_score: int | None,
+    max_score: int | None,
 ) -> None:
-    """Raise the ValidationFailed that says which of the board's rules `submit` broke."""
+    """Raise ValidationFailed when a board's rules refuse storing `pair` for a submitted `score`.
+
+    `best` and `set` store the submitted score, so it must be within [min_score, max_score]
+    itself; `incr` stores a sum, so the sum must. Either way the stored pair must stay within
+    ±(2^53-1). The one check of both write paths: `Leaderboard.submit` in one process, the
+    database-decided writes of a cluster (scoreboard/cluster/pgwrites.py).
+    """
+    checked = pair[0] if operator is Operator.INCR else score
+    # Inline comparisons first: this runs for every submission, the wording only on a refusal.
+    if (
+        (min_score is None or checked >= min_score)
+        and (max_score is None or checked <= max_score)
+        and -MAX_SAFE_INTEGER <= pair[0] <= MAX_SAFE_INTEGER
+        and -MAX_SAFE_INTEGER <= pair[1] <= MAX_SAFE_INTEGER
+    ):
+        return
     if min_score is not None and checked < min_score:
         raise ValidationFailed(f"score must be at least {min_score}, got {checked}")
     if max_score is not None and checked > max_score:
         raise ValidationFailed(f"score must be at most {max_score}, got {checked}")
-    raise ValidationFailed(f"the stored (score, subscore) would leave ±(2^53-1): {stored}")
+    raise ValidationFailed(f"the stored (score, subscore) would leave ±(2^53-1): {pair}")
 
 
 # The sort key of a record: plain tuples compare in C, which is what keeps a 1M-player
@@ -303,16 +322,8 @@ class Leaderboard:
         else:
             old_pair = (old.score, old.subscore)
             pair = apply_operator(self._operator, self._order, old_pair, (score, subscore))
-        # Board rules, checked before anything changes; inline comparisons, as this runs for
-        # every submission, and a function call only to word a refusal.
-        checked = pair[0] if self._operator is Operator.INCR else score
-        if (
-            (min_score is not None and checked < min_score)
-            or (max_score is not None and checked > max_score)
-            or not -MAX_SAFE_INTEGER <= pair[0] <= MAX_SAFE_INTEGER
-            or not -MAX_SAFE_INTEGER <= pair[1] <= MAX_SAFE_INTEGER
-        ):
-            _refuse(checked, pair, min_score, max_score)
+        # Board rules, checked before anything changes.
+        check_bounds(self._operator, score, pair, min_score, max_score)
         if old is not None:
             if pair == old_pair:
                 # Nothing to re-rank and no seq to spend; only the display name may change.

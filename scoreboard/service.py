@@ -678,6 +678,8 @@ class ScoreboardService:
                 if stored is not None:
                     if stored.request_hash != fingerprint:
                         raise ValidationFailed("Idempotency-Key was used with another request body")
+                    if stored.response is None:  # cluster mode: committed, not yet answered
+                        raise Conflict("a request with this Idempotency-Key is still in flight")
                     metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
                     return stored.response
             self._check_rate(identity)
