@@ -440,6 +440,10 @@ class Leaderboard:
             return None
         return self._sorted.bisect_left(self._key(record)) + 1
 
+    def placement(self, record: Record) -> int:
+        """The rank `record` has, or would have, among the standings as they are now."""
+        return self._sorted.bisect_left(self._key(record)) + 1
+
     def entry(self, user_id: str) -> Entry | None:
         """The player's leaderboard row, or None when they have no score."""
         r = self._records.get(user_id)

@@ -369,6 +369,13 @@ class Store:
             row = conn.execute(sa.select(boards).where(boards.c.id == board_id)).first()
             return None if row is None else self._load_board(conn, row)
 
+    def load_board_settings(self, board_id: str) -> tuple[BoardConfig, float | None] | None:
+        """A board's settings and when its reset_schedule last changed, without its records
+        (a cluster process applying another's edit); None when the board does not exist."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(boards).where(boards.c.id == board_id)).first()
+        return None if row is None else (board_config(row), row.schedule_since)
+
     def _snapshot(self) -> Connection:
         """A connection whose transaction sees one snapshot, so seqs match their records."""
         conn = self.engine.connect()

@@ -348,6 +348,13 @@ def test_apply_never_lowers_seq_and_keeps_the_tie_break():
     assert ranking(board) == ["a", "b"]
 
 
+def test_placement_of_a_record_stored_or_not():
+    board = board_with(Order.DESC, Operator.BEST, ("a", 10), ("b", 5))
+    assert board.placement(board.record("b")) == 2
+    assert board.placement(Record("c", "C", 7, 0, 9, NOW)) == 2
+    assert board.placement(Record("c", "C", 1, 0, 9, NOW)) == 3
+
+
 def test_withdraw_at_a_given_seq_and_advance():
     board = board_with(Order.DESC, Operator.BEST, ("a", 10), ("b", 5))
     removal = board.withdraw("a", seq=7)
