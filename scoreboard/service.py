@@ -686,10 +686,11 @@ class ScoreboardService:
                 if stored is not None:
                     if stored.request_hash != fingerprint:
                         raise ValidationFailed("Idempotency-Key was used with another request body")
-                    if stored.response is None:  # cluster mode: committed, not yet answered
-                        raise Conflict("a request with this Idempotency-Key is still in flight")
-                    metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
-                    return stored.response
+                    if stored.response is not None:
+                        metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
+                        return stored.response
+                    # Cluster mode: committed by a process that has not stored its answer;
+                    # the cluster's _apply_and_commit waits for it.
             self._check_rate(identity)
             request = await self._with_account_name(identity, board_id, request)
             return await self._apply_and_commit(

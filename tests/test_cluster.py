@@ -395,6 +395,45 @@ def test_an_idempotency_key_reused_on_another_process_gets_the_first_answer(clus
     assert count == 1
 
 
+def test_one_key_sent_to_every_process_at_once_is_stored_once_with_one_answer(cluster: Cluster):
+    cluster.make_board("rush", "incr")
+    body = {"user_id": "cat", "score": 5}
+
+    def send(server: ServerProcess) -> tuple[int, dict]:
+        poster = Poster([server])
+        try:
+            return poster.post(server, "rush", body, key="once")
+        finally:
+            poster.close()
+
+    for _ in range(3):
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(send, cluster.servers))
+        assert all(status == 200 for status, _ in answers), answers
+        assert answers[0][1] == answers[1][1] == answers[2][1]
+    _, rows = wait_for("converged", lambda: converged(cluster, "rush"))
+    assert rows == [("cat", 5, 0)]  # incr: added once
+
+
+def test_a_key_whose_first_answer_was_lost_gets_the_standing_after_a_wait(cluster: Cluster):
+    a, b, _ = cluster.servers
+    cluster.make_board("lost")
+    poster = Poster(cluster.servers)
+    try:
+        status, first = poster.post(a, "lost", {"user_id": "dan", "score": 70}, key="k1")
+        assert status == 200
+        # As if a's process had died between its commit and storing its answer.
+        with psycopg.connect(
+            cluster.database_url.replace("postgresql+psycopg", "postgresql")
+        ) as db:
+            db.execute("UPDATE submissions SET response = 'null' WHERE idempotency_key = 'k1'")
+        status, again = poster.post(b, "lost", {"user_id": "dan", "score": 70}, key="k1")
+    finally:
+        poster.close()
+    assert status == 200
+    assert again == {**first, "previous_rank": 1, "improved": False}
+
+
 def test_admin_changes_on_one_process_reach_the_others(cluster: Cluster):
     a, b, c = cluster.servers
     cluster.make_board("cup")  # created on a, seen by all

@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_WAIT_S = 5.0  # at start-up, how long the load waits for the subscription
 GAP_CHECK_S = 0.1  # how often boards with a missing change are looked for
 APPLY_WAIT_S = 5.0  # an answer waits this long for its change to be applied, then reads back
+# A key's first request, committed on some process, is answered well within this (its wait,
+# then a read-back); a reuse waits for that answer this long, looking every ANSWER_POLL_S.
+FIRST_ANSWER_WAIT_S = 2 * APPLY_WAIT_S
+ANSWER_POLL_S = 0.05
 
 
 class ClusterService(ScoreboardService):
@@ -159,13 +163,8 @@ class ClusterService(ScoreboardService):
             )
         )
         if committed.replay is not None:
-            # The key was used before, on some process: its stored answer, as one process does.
-            metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
-            if committed.replay.request_hash != fingerprint:
-                raise ValidationFailed("Idempotency-Key was used with another request body")
-            if committed.replay.response is None:
-                raise Conflict("a request with this Idempotency-Key is still in flight")
-            return committed.replay.response
+            assert key is not None  # only a key replays
+            return await self._replayed(identity.sub, key, fingerprint, board_id, user_id)
         outcome = await self._apply_own(board_id, committed.seq, committed.change)
         record = committed.record
         assert record is not None  # None only on a replay
@@ -190,6 +189,41 @@ class ClusterService(ScoreboardService):
         outcome_kind = "accepted" if committed.change is not None else "unchanged"
         metrics.SUBMISSIONS_BY_RESULT[outcome_kind].inc()
         return result
+
+    async def _replayed(
+        self, actor: str, key: str, fingerprint: str | None, board_id: str, user_id: str
+    ) -> dict[str, Any]:
+        """The answer to a key used before, on any process: the stored one, as one process
+        gives it. A first request still being answered is waited for; one whose process died
+        between commit and answer left no answer, and gets the player's standing now."""
+        deadline = time.monotonic() + FIRST_ANSWER_WAIT_S
+        while True:
+            stored = await self.store.find_answer(actor, key)
+            if stored is not None and stored.request_hash != fingerprint:
+                raise ValidationFailed("Idempotency-Key was used with another request body")
+            if stored is not None and stored.response is not None:
+                metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
+                return stored.response
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(ANSWER_POLL_S)
+        log.warning(
+            "board %s: the first answer for a key was never stored; answering anew", board_id
+        )
+        entry = self.board(board_id).ranks.entry(user_id)
+        if entry is None:
+            raise NotFound(f"player {user_id!r} has no score on board {board_id!r}")
+        metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
+        return {
+            "board": board_id,
+            "user_id": user_id,
+            "score": entry.score,
+            "subscore": entry.subscore,
+            "rank": entry.rank,
+            "previous_rank": entry.rank,
+            "improved": False,
+            "seq": self.board(board_id).ranks.seq,
+        }
 
     def _rank_now(self, board_id: str, record: Record) -> int:
         """The player's rank in the standings as they are, or where `record` would stand in
