@@ -179,6 +179,19 @@ def test_cluster_mode_on_sqlite_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "c.db").exists()
 
 
+def test_processes_above_one_are_refused_in_one_line():
+    result = run(
+        "--database-url", "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "--redis-url", "redis://127.0.0.1:1/0",
+        "--processes", "2",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "scoreboard: --processes above 1 is not available yet; "
+        "start one process per port with --redis-url instead"
+    ]
+
+
 def test_board_create_score_format_flag(tmp_path):
     url = f"sqlite:///{tmp_path}/fmt.db"
     made = run("--database-url", url, "board", "create", "laps", "--title", "Laps")

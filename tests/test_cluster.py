@@ -141,6 +141,15 @@ def cluster(postgres_url: str, private_redis, tmp_path: Path) -> Iterator[Cluste
         group.stop()
 
 
+class GeneratedSecretServer(ServerProcess):
+    """A server started without --jwt-secret: it uses (or generates) the stored one."""
+
+    def command(self, *args: str) -> list[str]:
+        command = super().command(*args)
+        at = command.index("--jwt-secret")
+        return command[:at] + command[at + 2 :]
+
+
 class Poster:
     """One keep-alive HTTP connection per process; posts scores with the feeder token."""
 
@@ -474,3 +483,27 @@ def test_admin_changes_on_one_process_reach_the_others(cluster: Cluster):
     finally:
         poster.close()
         watcher.close()
+
+
+def test_processes_starting_together_share_one_generated_secret(
+    postgres_url: str, private_redis, tmp_path: Path
+):
+    servers = [
+        GeneratedSecretServer(
+            postgres_url, tmp_path / f"s{i}.log", "--redis-url", private_redis.url
+        )
+        for i in range(3)
+    ]
+    try:
+        for server in servers:  # together, on a database none of them has migrated yet
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+        admin = servers[0].token("boss", "admin")  # signed with the secret stored in the database
+        for server in servers:
+            status, answer = server.request("GET", "/api/me", token=admin)
+            assert (status, answer["user_id"]) == (200, "boss")
+    finally:
+        for server in servers:
+            if server.process is not None:
+                server.stop()
