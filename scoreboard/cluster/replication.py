@@ -17,7 +17,7 @@ left by another's is read back from the database after half a second), `/readyz`
 naming Redis, and when the subscription is back every board is read back and its listeners
 get `board_reset`, so clients get fresh snapshots.
 
-About 400 lines: the score path, the admin changes, applying records and reading boards back
+About 500 lines: the score path, the admin changes, applying records and reading boards back
 are one state machine over the same boards, waiters and read-backs.
 """
 
@@ -480,9 +480,10 @@ class ClusterService(ScoreboardService):
             self.replica.hold_all()
             try:
                 started = time.monotonic()
+                known = set(self.boards)  # a board created here during the read stays
                 states = await read_retrying("reading every board back", self._read_boards)
                 found = {state.config.id: state for state in states}
-                for board_id in [b for b in self.boards if b not in found]:
+                for board_id in [b for b in known if b not in found and b in self.boards]:
                     self._board_gone(board_id)
                 for board_id, state in found.items():
                     self._install(board_id, state, started)
