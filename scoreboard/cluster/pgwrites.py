@@ -14,7 +14,8 @@ the previous batch committed goes into one transaction, which
    submissions are decided one transaction after another;
 2. decides the submissions in queue order, as `ranking.Leaderboard.submit` would on a board
    holding exactly the stored rows: `ranking.apply_operator`, then `ranking.check_bounds`
-   with the locked row's bounds; a changed pair spends the board's next seq;
+   with the locked row's bounds; a changed pair spends the board's next seq (the deciding is
+   pure code, in scoreboard/cluster/decisions.py);
 3. writes users (in id order, like the store), records and the submissions log, each as one
    statement for the whole run, and the boards' new seqs at the end.
 
@@ -177,6 +178,11 @@ class ClusterWrites:
     def batches_committed(self) -> int:
         """Transactions those writes took."""
         return self._writer.batches_committed
+
+    @property
+    def pending(self) -> int:
+        """Writes queued and not yet committed (approximate)."""
+        return self._writer.pending
 
     def start(self, loop: Any) -> None:
         """Start the writer thread; callers' futures are resolved on `loop`."""
