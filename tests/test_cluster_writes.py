@@ -442,6 +442,33 @@ def test_removal_advances_the_seq_and_an_absent_player_is_none(postgres_url: str
     run_cluster(postgres_url, scenario, configs=(board("b"),))
 
 
+# -- a deadlock with another process ------------------------------------------------------------
+
+
+def test_a_batch_chosen_to_break_a_deadlock_is_tried_again(postgres_url: str) -> None:
+    async def scenario(writers: list[ClusterWrites], store: Store) -> None:
+        writer = writers[0]
+        await writer.commit_score(score("u", 1))
+        # Another process holds the user's row, and will want the board's row next.
+        other = store.engine.connect()
+        other.execute(sa.update(users).where(users.c.id == "u").values(name="Other"))
+        task = asyncio.ensure_future(writer.commit_score(score("u", 5, name="Mine")))
+        await asyncio.sleep(WRITER_PICKUP_S)  # our batch holds the board, waits for the user
+        # PostgreSQL breaks the circle after deadlock_timeout (1 s), aborting the transaction
+        # that waited first: ours. The other one gets the board, and lets go.
+        await asyncio.to_thread(
+            other.execute, sa.select(boards.c.id).where(boards.c.id == "b").with_for_update()
+        )
+        other.rollback()
+        other.close()
+        committed = await task
+        assert committed.change is not None and committed.seq == 2
+        assert stored_records(store, "b")["u"][1:3] == ("Mine", 5)
+        assert store.unavailable() is None
+
+    run_cluster(postgres_url, scenario, processes=1, configs=(board("b"),))
+
+
 # -- the database away --------------------------------------------------------------------------
 
 

@@ -14,16 +14,18 @@ the previous batch committed goes into one transaction, which
    submissions are decided one transaction after another;
 2. decides the submissions in queue order, as `ranking.Leaderboard.submit` would on a board
    holding exactly the stored rows: `ranking.apply_operator`, then `ranking.check_bounds`
-   with the locked row's bounds; a changed pair spends the board's next seq;
+   with the locked row's bounds; a changed pair spends the board's next seq (the deciding is
+   pure code, in scoreboard/cluster/decisions.py);
 3. writes users (in id order, like the store), records and the submissions log, each as one
    statement for the whole run, and the boards' new seqs at the end.
 
 Refusals (a board's bounds, a missing board) are decided before anything is written, so they
 fail alone and their neighbours commit. Idempotency keys hold across processes: a key already
 committed replays its stored answer and writes nothing; a key that another process's open
-transaction holds makes our INSERT wait on the unique index until that one commits, then fail;
-the run's writes sit in a savepoint, which is rolled back, the newly committed keys read, and
-the run decided again without them (each round turns at least one key into a replay).
+transaction holds makes our INSERT wait on the unique index until that one commits, then fail.
+The batch is then tried again from the start, finds that key stored and replays it. (A
+savepoint around the writes would keep the locks, but costs two round trips in every batch
+with a key, for a race that only a client sending one key to two processes at once causes.)
 
 A submission's answer carries ranks only a replica knows, so the submissions row is written
 with a JSON null answer (tables.StoredAnswer: response None) and `store_answer` fills it in,
@@ -45,7 +47,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from .. import errors, ranking
 from ..store import DEFAULT_MAX_PENDING_WRITES, Store
@@ -69,14 +71,14 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-#: Times one batch is tried when PostgreSQL aborts it to break a deadlock or a serialization
-#: failure. Our own transactions take their locks in one order and never deadlock each other;
-#: another process's board edit next to a user write can, rarely, and succeeds on a retry.
-TRANSIENT_ATTEMPTS = 3
-#: SQLSTATEs of those aborts: deadlock_detected, serialization_failure.
-TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
-#: SQLSTATE unique_violation: another transaction committed our idempotency key first.
-UNIQUE_VIOLATION = "23505"
+#: Times one batch is tried when its transaction fails in a way that trying again decides
+#: differently: another process committed one of its idempotency keys meanwhile (the next try
+#: finds the key stored and replays it, so each try settles at least one key), or PostgreSQL
+#: aborted it to break a deadlock (our own transactions take their locks in one order and
+#: never deadlock each other; another process's board edit next to a user write can, rarely).
+RETRY_ATTEMPTS = 3
+#: SQLSTATEs of those failures: unique_violation, deadlock_detected, serialization_failure.
+RETRY_SQLSTATES = frozenset({"23505", "40P01", "40001"})
 
 
 @dataclass(slots=True, eq=False)
@@ -177,6 +179,11 @@ class ClusterWrites:
         """Transactions those writes took."""
         return self._writer.batches_committed
 
+    @property
+    def pending(self) -> int:
+        """Writes queued and not yet committed (approximate)."""
+        return self._writer.pending
+
     def start(self, loop: Any) -> None:
         """Start the writer thread; callers' futures are resolved on `loop`."""
         self._writer.start(loop)
@@ -218,13 +225,14 @@ class ClusterWrites:
     # -- the writer thread -----------------------------------------------------------------
 
     def _outage(self, exc: Exception) -> errors.ScoreboardError | None:
-        if _sqlstate(exc) in TRANSIENT_SQLSTATES:
-            return None  # not the database's absence: the writer retries the writes one by one
+        if _sqlstate(exc) in RETRY_SQLSTATES:
+            return None  # not the database's absence: the writer tries the writes one by one
         return self._store.outage(exc)
 
     def _commit(self, jobs: list[_Job]) -> None:
-        """The writer's commit: one transaction for the batch, retried if PostgreSQL aborted it
-        to break a deadlock. Outcomes are handed over only once COMMIT has returned."""
+        """The writer's commit: one transaction for the batch, tried again (from the start,
+        decided anew) after a failure in RETRY_SQLSTATES. Outcomes are handed over only once
+        COMMIT has returned."""
         attempt = 1
         while True:
             try:
@@ -232,9 +240,9 @@ class ClusterWrites:
                     outcomes = _Transaction(self, conn).run(jobs)
                 break
             except DBAPIError as exc:
-                if _sqlstate(exc) not in TRANSIENT_SQLSTATES or attempt >= TRANSIENT_ATTEMPTS:
+                if _sqlstate(exc) not in RETRY_SQLSTATES or attempt >= RETRY_ATTEMPTS:
                     raise
-                log.info("cluster batch of %d retried: %s", len(jobs), _sqlstate(exc))
+                log.debug("cluster batch of %d tried again: %s", len(jobs), _sqlstate(exc))
                 attempt += 1
         for job, outcome in zip(jobs, outcomes, strict=True):
             job.outcome = outcome  # run() gives each job an outcome of its own kind
@@ -257,6 +265,14 @@ class _Transaction:
         self.now = time.time()  # submissions.created_at: when idempotency keys may be pruned
 
     def run(self, jobs: Sequence[_Job]) -> list[_Outcome]:
+        answers = [
+            {"s_id": job.submission_id, "s_response": job.response}
+            for job in jobs
+            if isinstance(job, _AnswerJob)
+        ]
+        if answers:
+            # Before the boards are locked: answers need no lock, so others wait less.
+            self.conn.execute(self.writes._set_answer, answers)
         self._lock_boards({job.board_id for job in jobs if not isinstance(job, _AnswerJob)})
         locked_seqs = {board_id: board.seq for board_id, board in self.boards.items()}
         outcomes: list[_Outcome] = []
@@ -276,13 +292,6 @@ class _Transaction:
                 outcomes.append(None)
         if run:
             outcomes += self._scores(run)
-        answers = [
-            {"s_id": job.submission_id, "s_response": job.response}
-            for job in jobs
-            if isinstance(job, _AnswerJob)
-        ]
-        if answers:
-            self.conn.execute(self.writes._set_answer, answers)
         moved = [
             {"b_id": board_id, "b_seq": board.seq}
             for board_id, board in sorted(self.boards.items())
@@ -321,29 +330,19 @@ class _Transaction:
     # -- scores ------------------------------------------------------------------------------
 
     def _scores(self, jobs: list[_ScoreJob]) -> list[ScoreCommitted | errors.ScoreboardError]:
-        """Decide and write a run of submissions; a key another process committed meanwhile
-        turns its submission into a replay, and the run is decided again without it."""
+        """Decide and write a run of submissions (a key already stored replays)."""
         keys = {
             (job.score.actor, job.score.idempotency_key)
             for job in jobs
             if job.score.idempotency_key is not None and job.score.board_id in self.boards
         }
-        answers = self._stored_answers(keys)
-        stored = self._stored_pairs(jobs)
-        while True:
-            decision = RunDecision(self.boards, stored, answers, [job.score for job in jobs])
-            if not keys:
-                return self._write(decision)
-            try:
-                with self.conn.begin_nested():
-                    return self._write(decision)
-            except IntegrityError as exc:
-                if _sqlstate(exc) != UNIQUE_VIOLATION:
-                    raise
-                found = self._stored_answers(keys - answers.keys())
-                if not found:
-                    raise  # not a key committed by someone else: fail the batch
-                answers.update(found)
+        decision = RunDecision(
+            self.boards,
+            self._stored_pairs(jobs),
+            self._stored_answers(keys),
+            [job.score for job in jobs],
+        )
+        return self._write(decision)
 
     def _stored_answers(self, keys: set[tuple[str, str]]) -> Answers:
         if not keys:
