@@ -71,10 +71,13 @@ class Cluster:
         for server in self.servers[1:]:
             server.wait_ready()
 
-    def stop(self) -> None:
-        for server in self.servers:
-            if server.process is not None and server.process.poll() is None:
-                server.stop()
+    def stop(self) -> list[int]:
+        """SIGTERM each running process; their exit statuses."""
+        return [
+            server.stop()
+            for server in self.servers
+            if server.process is not None and server.process.poll() is None
+        ]
 
     def make_board(self, board_id: str, operator: str = "best", **fields: Any) -> None:
         body = {"id": board_id, "title": board_id, "operator": operator, **fields}
@@ -379,6 +382,19 @@ def test_a_process_killed_with_sigkill_catches_up_when_restarted(cluster: Cluste
     assert len(rows) == 159 and rows[0][0] == "p159"
 
 
+def test_processes_stop_cleanly_on_sigterm(cluster: Cluster):
+    cluster.make_board("bye")
+    poster = Poster(cluster.servers)
+    try:
+        for server in cluster.servers:
+            assert poster.post(server, "bye", {"user_id": f"u{server.port}", "score": 1})[0] == 200
+    finally:
+        poster.close()
+    assert cluster.stop() == [0, 0, 0]
+    for server in cluster.servers:
+        assert "Traceback" not in server.log_path.read_text()
+
+
 def test_an_idempotency_key_reused_on_another_process_gets_the_first_answer(cluster: Cluster):
     a, b, c = cluster.servers
     cluster.make_board("quiz")
@@ -507,3 +523,37 @@ def test_processes_starting_together_share_one_generated_secret(
         for server in servers:
             if server.process is not None:
                 server.stop()
+
+
+def test_a_process_started_while_redis_is_away_serves_writes_and_becomes_ready(
+    postgres_url: str, private_redis, tmp_path: Path
+):
+    private_redis.stop()
+    server = ServerProcess(postgres_url, tmp_path / "alone.log", "--redis-url", private_redis.url)
+    server.launch()
+    try:
+        wait_for("the boards loaded", lambda: board_list(server) is not None)
+        status, problem = server.request("GET", "/readyz")
+        assert status == 503 and "Redis" in problem["detail"]
+        status, _ = server.request(
+            "POST", "/api/boards", {"id": "solo", "title": "Solo"}, ADMIN_TOKEN
+        )
+        assert status == 201
+        poster = Poster([server])
+        try:
+            assert poster.post(server, "solo", {"user_id": "a", "score": 3})[0] == 200
+        finally:
+            poster.close()
+        private_redis.start()
+        wait_for("/readyz 200", lambda: server.request("GET", "/readyz")[0] == 200)
+        assert standings(server, "solo") == stored_standings(postgres_url, "solo")
+    finally:
+        server.stop()
+
+
+def board_list(server: ServerProcess) -> list | None:
+    try:
+        status, answer = server.request("GET", "/api/boards", token=ADMIN_TOKEN)
+    except OSError:
+        return None
+    return answer if status == 200 else None
