@@ -249,6 +249,8 @@ class ClusterService(ScoreboardService):
             if change is not None:
                 self._offer(change)
                 await self.bus.publish(change)
+            if future.done():  # the usual case: the change was next in line
+                return future.result()
             return await asyncio.wait_for(asyncio.shield(future), APPLY_WAIT_S)
         except TimeoutError:
             log.warning(
