@@ -12,6 +12,10 @@ whose stream still holds bytes. One hub-wide sweep timer does the protocol pings
 and stall checks for all connections; a board has a timer only while it has a merged change
 waiting or a rank check due.
 
+In cluster mode the hub is given a `ClusterFigures` (cluster/presence.py) and adds what it says
+about the other processes to its own live figures (`user_count`, `online`, `stats`); the hub
+itself never touches Redis.
+
 Why one module of about 600 lines: rooms, heartbeats, expiry and the connection counts all read
 and change the same connection tables (`_conns`, the ping slices, the expiry heap, the rooms)
 from one sweep timer, and a connection leaves all of them at once in `_forget`. Split by noun,
@@ -72,6 +76,24 @@ class BoardView(Protocol):
 
     @property
     def ranks(self) -> Leaderboard: ...
+
+
+class ClusterFigures(Protocol):
+    """The other processes of a cluster, as last heard of; merged with this hub's own figures,
+    which are always live."""
+
+    def viewers_elsewhere(self) -> int:
+        """Signed-in users online on other processes and not here, plus their anonymous
+        connections: what `user_count` adds to this process's own count. Must be O(1)."""
+        ...
+
+    def online(self, here: dict[str, Any]) -> dict[str, Any]:
+        """`Hub.online_here()` merged with the other processes' listings."""
+        ...
+
+    def stats(self, here: dict[str, Any], online_here: dict[str, Any]) -> dict[str, Any]:
+        """`Hub.stats_here()` merged with the other processes' figures."""
+        ...
 
 
 def affected_from(outcome: Outcome) -> float:
@@ -211,6 +233,8 @@ class Hub:
         self._status_handle: asyncio.Handle | None = None
         self._received_total = 0
         self._rate_samples: deque[tuple[float, int, int]] = deque(maxlen=RATE_SAMPLES)
+        # Cluster mode: the other processes' figures (set by the composition root).
+        self.cluster: ClusterFigures | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -272,8 +296,11 @@ class Hub:
 
     @property
     def user_count(self) -> int:
-        """Signed-in users online plus anonymous connections (each counts as one viewer)."""
-        return len(self._user_conns) + self._anonymous
+        """Signed-in users online plus anonymous connections (each counts as one viewer),
+        over the whole cluster in cluster mode."""
+        here = len(self._user_conns) + self._anonymous
+        cluster = self.cluster
+        return here if cluster is None else here + cluster.viewers_elsewhere()
 
     @property
     def connection_count(self) -> int:
@@ -746,7 +773,19 @@ class Hub:
     # -- figures ---------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """The live figures of `GET /api/admin/stats`."""
+        """The live figures of `GET /api/admin/stats`: the cluster's in cluster mode."""
+        here = self.stats_here()
+        cluster = self.cluster
+        return here if cluster is None else cluster.stats(here, self.online_here())
+
+    def online(self) -> dict[str, Any]:
+        """`GET /api/admin/online`: who is connected, to the whole cluster in cluster mode."""
+        here = self.online_here()
+        cluster = self.cluster
+        return here if cluster is None else cluster.online(here)
+
+    def stats_here(self) -> dict[str, Any]:
+        """This process's own live figures, in the shape of `GET /api/admin/stats`."""
         samples = list(self._rate_samples)
         top = sorted(self._user_conns.items(), key=lambda item: (-item[1], item[0]))[:TOP_USERS]
         return {
@@ -767,9 +806,9 @@ class Hub:
             ],
         }
 
-    def online(self) -> dict[str, Any]:
-        """`GET /api/admin/online`: each signed-in user's connections and boards, most
-        connected first; anonymous viewers as one count."""
+    def online_here(self) -> dict[str, Any]:
+        """Who is connected to this process: each signed-in user's connections and boards,
+        most connected first; anonymous viewers as one count."""
         users: dict[str, dict[str, Any]] = {}
         for conn in self._conns:
             identity = conn.identity
