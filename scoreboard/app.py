@@ -10,10 +10,13 @@ from types import MappingProxyType
 from typing import Any
 
 import tornado.web
+from redis.asyncio import Redis
 from tornado.httputil import HTTPServerRequest
 
 from .accounts import Accounts
 from .auth import TokenCodec
+from .cluster.limits import RedisLimiter
+from .cluster.presence import Presence
 from .config import Settings
 from .handlers import api, archive, pages
 from .handlers.base import (
@@ -186,11 +189,31 @@ def build_services(settings: Settings) -> Services:
         audience=settings.jwt_audience,
         ttl=settings.token_ttl,
     )
-    service = ScoreboardService(settings, store, tokens)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    service = ScoreboardService(
+        settings,
+        store,
+        tokens,
+        shared_score_limiter=_shared_limiter(
+            redis, "score", settings.score_rate, settings.score_burst
+        ),
+    )
     hub = Hub(settings, MappingProxyType(service.boards))
     service.add_listener(hub)
+    presence = _presence(settings, redis, hub)
     sessions = Sessions(settings, service, hub)
-    accounts = Accounts(settings, store, tokens, require_ready=service.require_ready)
+    accounts = Accounts(
+        settings,
+        store,
+        tokens,
+        require_ready=service.require_ready,
+        shared_login_limiter=_shared_limiter(
+            redis, "login", settings.login_rate, settings.login_burst
+        ),
+        shared_registration_limiter=_shared_limiter(
+            redis, "registration", settings.registration_rate, settings.registration_burst
+        ),
+    )
     return Services(
         settings=settings,
         store=store,
@@ -199,7 +222,29 @@ def build_services(settings: Settings) -> Services:
         hub=hub,
         sessions=sessions,
         accounts=accounts,
+        redis=redis,
+        presence=presence,
     )
+
+
+# -- cluster mode: what holds across processes (rate limits, who is online) -----------------
+# Both take the process's one Redis client; without --redis-url they are None and the process
+# keeps its own limits and figures.
+
+
+def _shared_limiter(
+    redis: Redis | None, name: str, rate: float, burst: float
+) -> RedisLimiter | None:
+    return RedisLimiter(redis, name, rate, burst) if redis is not None else None
+
+
+def _presence(settings: Settings, redis: Redis | None, hub: Hub) -> Presence | None:
+    """The presence exchange, and the hub told of it (started and closed by the server)."""
+    if redis is None:
+        return None
+    presence = Presence(redis, hub, interval=settings.presence_interval)
+    hub.cluster = presence
+    return presence
 
 
 def make_app(services: Services, **extra: Any) -> tornado.web.Application:

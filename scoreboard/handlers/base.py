@@ -17,10 +17,12 @@ from typing import Any, TypeVar, cast
 
 import orjson
 import tornado.web
+from redis.asyncio import Redis
 
 from .. import metrics
 from ..accounts import Accounts
 from ..auth import Identity, Role, TokenCodec
+from ..cluster.presence import Presence
 from ..config import Settings
 from ..errors import (
     AuthFailed,
@@ -73,6 +75,10 @@ class Services:
     hub: Hub
     sessions: Sessions
     accounts: Accounts
+    # Cluster mode only (--redis-url): the process's one Redis client, shared by every part of
+    # cluster mode, and the presence exchange that makes the online figures cluster-wide.
+    redis: Redis | None = None
+    presence: Presence | None = None
 
 
 def bearer_token(header: str) -> str:
