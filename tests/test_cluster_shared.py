@@ -18,15 +18,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from helpers import FakeSink
 from redis.asyncio import Redis
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from scoreboard.auth import Identity, Role
 from scoreboard.cluster.limits import KEY_PREFIX, RedisLimiter
 from scoreboard.cluster.presence import (
     EXPIRY_KEY,
     PROCESSES_KEY,
     Presence,
+    ProcessFigures,
     decode_snapshot,
     encode_snapshot,
     merge_online,
@@ -169,43 +172,41 @@ async def test_a_redis_that_never_answers_costs_one_timeout_then_takes_are_local
 
 
 class FakeHub:
-    """A process's own live figures, as the hub gives them."""
+    """A process's own live figures, in the shape of `Hub.presence_here()`."""
 
-    def __init__(self, users: list[dict[str, Any]], anonymous: int = 0, **stats: Any) -> None:
-        self.users = users
+    def __init__(self, users: list[tuple[str, int, tuple[str, ...]]], anonymous: int = 0):
+        self.users = users  # (user_id, connections, boards)
         self.anonymous = anonymous
-        self.stats = {
-            "connections": sum(u["connections"] for u in users) + anonymous,
-            "users_online": len(users),
-            "messages_sent_per_s": 1.5,
-            "messages_received_per_s": 0.25,
-            "boards": [{"id": "b", "players": 7, "subscribers": len(users)}],
-            "top_users_by_connections": [],
-            **stats,
+
+    def presence_here(self) -> dict[str, Any]:
+        boards: dict[str, list[str]] = {}
+        for user_id, _, subscribed in self.users:
+            for board_id in subscribed:
+                boards.setdefault(board_id, []).append(user_id)
+        return {
+            "users": {user_id: count for user_id, count, _ in self.users},
+            "names": {user_id: user_id.title() for user_id, _, _ in self.users},
+            "anonymous": self.anonymous,
+            "connections": sum(count for _, count, _ in self.users) + self.anonymous,
+            "sent_per_s": 1.5,
+            "received_per_s": 0.25,
+            "boards": boards,
+            "subscribers": {board_id: len(subs) for board_id, subs in boards.items()},
         }
 
-    def online_here(self) -> dict[str, Any]:
-        return {"users": [dict(u) for u in self.users], "anonymous": self.anonymous}
 
-    def stats_here(self) -> dict[str, Any]:
-        return dict(self.stats)
-
-
-def user(user_id: str, connections: int = 1, boards: tuple[str, ...] = ("b",)) -> dict[str, Any]:
-    return {
-        "user_id": user_id,
-        "name": user_id.title(),
-        "connections": connections,
-        "boards": list(boards),
-    }
+def user(
+    user_id: str, connections: int = 1, boards: tuple[str, ...] = ("b",)
+) -> tuple[str, int, tuple[str, ...]]:
+    return (user_id, connections, boards)
 
 
 def test_figures_merge_across_processes():
-    here = FakeHub([user("alice", 2, ("b",)), user("bob")], anonymous=1)
+    here = ProcessFigures.of("p1", FakeHub([user("alice", 2), user("bob")], 1).presence_here())
     there = FakeHub([user("alice", 1, ("c",)), user("carol", 3)], anonymous=2)
-    others = [decode_snapshot("p2", encode_snapshot(there.online_here(), there.stats_here()))]
-    assert viewers_elsewhere(["alice", "bob"], others) == 1 + 2  # carol, and two anonymous
-    online = merge_online(here.online_here(), others, complete=True)
+    others = [decode_snapshot("p2", encode_snapshot(there.presence_here()))]
+    assert viewers_elsewhere(here.users, others) == 1 + 2  # carol, and two anonymous
+    online = merge_online([here, *others], complete=True)
     assert online == {
         "users": [
             {"user_id": "alice", "name": "Alice", "connections": 3, "boards": ["b", "c"]},
@@ -216,17 +217,64 @@ def test_figures_merge_across_processes():
         "scope": "cluster",
         "processes": 2,
     }
-    stats = merge_stats(here.stats_here(), here.online_here(), others, complete=True)
+    stats_here = {
+        "boards": [
+            {"id": "b", "players": 7, "subscribers": 2},
+            {"id": "d", "players": 0, "subscribers": 0},
+        ]
+    }
+    stats = merge_stats(stats_here, [here, *others], complete=True)
     assert stats["connections"] == 4 + 6
     assert stats["users_online"] == 3
     assert stats["messages_sent_per_s"] == 3.0 and stats["messages_received_per_s"] == 0.5
-    assert stats["boards"] == [{"id": "b", "players": 7, "subscribers": 4}]
-    assert stats["top_users_by_connections"][0] == {"user_id": "alice", "connections": 3}
+    assert stats["boards"] == [
+        {"id": "b", "players": 7, "subscribers": 3},
+        {"id": "d", "players": 0, "subscribers": 0},
+    ]
+    assert stats["top_users_by_connections"] == [
+        {"user_id": "alice", "connections": 3},
+        {"user_id": "carol", "connections": 3},
+        {"user_id": "bob", "connections": 1},
+    ]
     assert (stats["scope"], stats["processes"]) == ("cluster", 2)
     with pytest.raises(ValueError, match="version"):
         decode_snapshot("p3", b'{"v": 99}')
     with pytest.raises(ValueError, match="unreadable"):
         decode_snapshot("p3", b"[1, 2]")
+    with pytest.raises(ValueError, match="users is not an object"):
+        decode_snapshot("p3", encode_snapshot({**there.presence_here(), "users": [1]}))
+
+
+def test_the_hubs_own_figures_are_what_presence_reads(make_services, io_loop):
+    """Hub.presence_here() from real connections: what the other processes read."""
+    services = io_loop.run_sync(make_services)
+    hub = services.hub
+
+    def open_as(sub: str | None, name: str | None = None):
+        identity = (
+            None if sub is None else Identity(sub=sub, role=Role.PLAYER, name=name, exp=2**40)
+        )
+        return hub.open(FakeSink(), identity)
+
+    io_loop.run_sync(lambda: services.service.create_board({"id": "b", "title": "B"}))
+    ranks = services.service.boards["b"].ranks
+    first = open_as("alice", "Alice")
+    open_as("alice", "Alice")
+    open_as("bob")
+    open_as(None)
+    hub.subscribe(first, "b", ranks)
+    here = hub.presence_here()
+    assert here["users"] == {"alice": 2, "bob": 1}
+    assert here["names"] == {"alice": "Alice", "bob": "bob"}
+    assert (here["anonymous"], here["connections"]) == (1, 4)
+    assert here["boards"] == {"b": ["alice"]} and here["subscribers"] == {"b": 1}
+    # The merged listing of one process is the process's own listing.
+    alone = merge_online([ProcessFigures.of("me", here)], complete=True)
+    assert alone["users"] == hub.online_here()["users"]
+    assert alone["anonymous"] == hub.online_here()["anonymous"]
+    hub.closed(first, client_code=1000)
+    assert hub.presence_here()["users"] == {"alice": 1, "bob": 1}
+    assert hub.presence_here()["boards"] == {}
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -244,7 +292,7 @@ async def test_two_processes_see_each_other_and_a_dead_one_expires(private_redis
         # alice is on both: counted once; bob elsewhere; anonymous summed.
         assert a.viewers_elsewhere() == 1 + 2  # bob and b's two anonymous
         assert b.viewers_elsewhere() == 0 + 1  # alice is here too; a's one anonymous
-        online = a.online(hub_a.online_here())
+        online = a.online(hub_a.presence_here())
         assert online["users"][0] == {
             "user_id": "alice",
             "name": "Alice",
@@ -252,7 +300,7 @@ async def test_two_processes_see_each_other_and_a_dead_one_expires(private_redis
             "boards": ["b", "c"],
         }
         assert (online["anonymous"], online["scope"], online["processes"]) == (3, "cluster", 2)
-        assert b.online(hub_b.online_here())["users"] == online["users"]
+        assert b.online(hub_b.presence_here())["users"] == online["users"]
 
         # A process that stops cleanly leaves at once.
         c = Presence(three, FakeHub([user("carol")]), interval=0.1, process_id="c")
@@ -270,7 +318,7 @@ async def test_two_processes_see_each_other_and_a_dead_one_expires(private_redis
 
         await eventually(b_gone, "the dead process's entry expired")
         assert a.viewers_elsewhere() == 0
-        assert a.online(hub_a.online_here())["processes"] == 1
+        assert a.online(hub_a.presence_here())["processes"] == 1
         # When the last process stops, nothing is left behind in Redis.
         await a.close()
         await b.close()
@@ -293,9 +341,14 @@ async def test_redis_away_gives_this_processs_own_figures(private_redis, caplog)
             warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
             assert len(warnings) == 1 and "this process only" in warnings[0].getMessage()
             assert not a.complete and a.viewers_elsewhere() == 0
-            here = hub_a.online_here()
-            assert a.online(here) == {**here, "scope": "process", "processes": 1}
-            stats = a.stats(hub_a.stats_here(), here)
+            here = hub_a.presence_here()
+            assert a.online(here) == {
+                "users": [{"user_id": "alice", "name": "Alice", "connections": 1, "boards": ["b"]}],
+                "anonymous": 0,
+                "scope": "process",
+                "processes": 1,
+            }
+            stats = a.stats({"boards": []}, here)
             assert (stats["connections"], stats["scope"]) == (1, "process")
             private_redis.start()
 
