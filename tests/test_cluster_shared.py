@@ -282,8 +282,10 @@ async def test_two_processes_see_each_other_and_a_dead_one_expires(private_redis
     async with clients(private_redis.url, 3) as (one, two, three):
         hub_a = FakeHub([user("alice", 2)], anonymous=1)
         hub_b = FakeHub([user("alice", 1, ("c",)), user("bob")], anonymous=2)
-        a = Presence(one, hub_a, interval=0.1, process_id="a")
-        b = Presence(two, hub_b, interval=0.1, process_id="b")
+        # Entries live 3 intervals (1.5 s): long enough for a loaded machine between two
+        # exchanges, short enough to watch one expire.
+        a = Presence(one, hub_a, interval=0.5, process_id="a")
+        b = Presence(two, hub_b, interval=0.5, process_id="b")
         await a.exchange()
         await b.exchange()
         await a.exchange()
@@ -303,7 +305,7 @@ async def test_two_processes_see_each_other_and_a_dead_one_expires(private_redis
         assert b.online(hub_b.presence_here())["users"] == online["users"]
 
         # A process that stops cleanly leaves at once.
-        c = Presence(three, FakeHub([user("carol")]), interval=0.1, process_id="c")
+        c = Presence(three, FakeHub([user("carol")]), interval=0.5, process_id="c")
         await c.exchange()
         await a.exchange()
         assert {f.process_id for f in a.others} == {"b", "c"}
@@ -329,8 +331,8 @@ async def test_two_processes_see_each_other_and_a_dead_one_expires(private_redis
 async def test_redis_away_gives_this_processs_own_figures(private_redis, caplog):
     async with clients(private_redis.url, 2) as (one, two):
         hub_a = FakeHub([user("alice")])
-        a = Presence(one, hub_a, interval=0.1, process_id="a")
-        b = Presence(two, FakeHub([user("bob")], anonymous=4), interval=0.1, process_id="b")
+        a = Presence(one, hub_a, interval=1.0, process_id="a")
+        b = Presence(two, FakeHub([user("bob")], anonymous=4), interval=1.0, process_id="b")
         await b.exchange()
         await a.exchange()
         assert a.viewers_elsewhere() == 5
@@ -403,7 +405,7 @@ async def next_status(conn: WebSocketClientConnection, timeout: float = DEADLINE
 async def test_two_servers_share_user_count_online_and_rate_limits(private_redis, make_api):
     settings = {
         "redis_url": private_redis.url,
-        "presence_interval": 0.2,
+        "presence_interval": 0.5,
         "status_interval": 0.2,
         "score_rate": 0.01,
         "score_burst": 3,
@@ -428,9 +430,16 @@ async def test_two_servers_share_user_count_online_and_rate_limits(private_redis
             ) == ("cluster", 2)
 
         await eventually(listed_on_a, "server A lists the users of both servers")
-        stats = (await b.get("/api/admin/stats", token=b.admin)).json
-        assert (stats["connections"], stats["users_online"], stats["scope"]) == (2, 2, "cluster")
-        assert stats["boards"] == [{"id": "b", "players": 0, "subscribers": 2}]
+
+        async def counted_on_b() -> bool:
+            stats = (await b.get("/api/admin/stats", token=b.admin)).json
+            return (stats["connections"], stats["users_online"], stats["scope"]) == (
+                2,
+                2,
+                "cluster",
+            ) and stats["boards"] == [{"id": "b", "players": 0, "subscribers": 2}]
+
+        await eventually(counted_on_b, "server B's figures cover both servers")
 
         # A player's burst of 3 holds across the two servers.
         carol = a.token("carol")
