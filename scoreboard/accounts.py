@@ -24,7 +24,7 @@ from .auth import (
 )
 from .config import Settings
 from .errors import AuthFailed, Forbidden, RateLimited
-from .limits import KeyedLimiter
+from .limits import KeyedLimiter, SharedLimiter
 from .store import Store
 from .tables import UserRow
 
@@ -42,6 +42,8 @@ class Accounts:
         *,
         require_ready: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
+        shared_login_limiter: SharedLimiter | None = None,
+        shared_registration_limiter: SharedLimiter | None = None,
     ) -> None:
         self._require_ready = require_ready  # a registration is a write: not while not ready
         self.settings = settings
@@ -52,6 +54,9 @@ class Accounts:
         self._register_limiter = KeyedLimiter(
             settings.registration_rate, settings.registration_burst
         )
+        # Cluster mode: the per-address limits hold across processes.
+        self._shared_login_limiter = shared_login_limiter
+        self._shared_register_limiter = shared_registration_limiter
 
     async def register(self, body: dict[str, Any], *, address: str) -> dict[str, Any]:
         """Create a player account (201 body): `{access_token, token_type, expires_in, user}`.
@@ -65,7 +70,7 @@ class Accounts:
         clean = schemas.REGISTER.check(body)
         username, password = clean["username"], clean["password"]
         display_name = clean.get("display_name") or username
-        wait = self._register_limiter.take(address, self._monotonic())
+        wait = await self._take(self._register_limiter, self._shared_register_limiter, address)
         if wait > 0:
             raise RateLimited("too many registrations from this address", retry_after=wait)
         loop = asyncio.get_running_loop()
@@ -79,7 +84,7 @@ class Accounts:
     async def login(self, body: dict[str, Any], *, address: str) -> dict[str, Any]:
         """Check a username and password; 401 alike for a wrong password and an unknown name."""
         clean = schemas.LOGIN.check(body)
-        wait = self._login_limiter.take(address, self._monotonic())
+        wait = await self._take(self._login_limiter, self._shared_login_limiter, address)
         if wait > 0:
             raise RateLimited("too many login attempts from this address", retry_after=wait)
         username, password = clean["username"], clean["password"]
@@ -99,6 +104,12 @@ class Accounts:
         if needs_rehash(encoded):
             await self._rehash(user, password, encoded)
         return self._token_answer(user)
+
+    async def _take(self, local: KeyedLimiter, shared: SharedLimiter | None, address: str) -> float:
+        """A token from `address`'s bucket: the cluster's when there is one (seconds to wait)."""
+        if shared is not None:
+            return await shared.take(address)
+        return local.take(address, self._monotonic())
 
     async def _rehash(self, user: UserRow, password: str, old: str) -> None:
         """Store the password again at today's cost; a failure only postpones it."""

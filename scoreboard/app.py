@@ -9,14 +9,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import redis.asyncio
 import tornado.web
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from tornado.httputil import HTTPServerRequest
 
 from .accounts import Accounts
 from .auth import TokenCodec
+from .cluster.limits import RedisLimiter
+from .cluster.presence import Presence
 from .cluster.replication import ClusterService
 from .config import Settings
 from .handlers import api, archive, pages
@@ -195,17 +197,37 @@ def build_services(settings: Settings) -> Services:
         audience=settings.jwt_audience,
         ttl=settings.token_ttl,
     )
-    client = None
+    redis = None
     service: ScoreboardService
     if settings.redis_url is None:
         service = ScoreboardService(settings, store, tokens)
     else:
-        client = redis_client(settings.redis_url)
-        service = ClusterService(settings, store, tokens, redis_client=client)
+        redis = redis_client(settings.redis_url)
+        service = ClusterService(
+            settings,
+            store,
+            tokens,
+            redis_client=redis,
+            shared_score_limiter=_shared_limiter(
+                redis, "score", settings.score_rate, settings.score_burst
+            ),
+        )
     hub = Hub(settings, MappingProxyType(service.boards))
     service.add_listener(hub)
+    presence = _presence(settings, redis, hub)
     sessions = Sessions(settings, service, hub)
-    accounts = Accounts(settings, store, tokens, require_ready=service.require_ready)
+    accounts = Accounts(
+        settings,
+        store,
+        tokens,
+        require_ready=service.require_ready,
+        shared_login_limiter=_shared_limiter(
+            redis, "login", settings.login_rate, settings.login_burst
+        ),
+        shared_registration_limiter=_shared_limiter(
+            redis, "registration", settings.registration_rate, settings.registration_burst
+        ),
+    )
     return Services(
         settings=settings,
         store=store,
@@ -214,19 +236,40 @@ def build_services(settings: Settings) -> Services:
         hub=hub,
         sessions=sessions,
         accounts=accounts,
-        redis=client,
+        redis=redis,
+        presence=presence,
     )
 
 
-def redis_client(url: str) -> redis.asyncio.Redis:
+def redis_client(url: str) -> Redis:
     """The process's one Redis client (connections are made lazily, on the running loop)."""
-    return redis.asyncio.Redis.from_url(
+    return Redis.from_url(
         url,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
         socket_timeout=REDIS_COMMAND_TIMEOUT_S,
         health_check_interval=REDIS_HEALTH_CHECK_S,
         retry=Retry(NoBackoff(), 1),
     )
+
+
+# -- cluster mode: what holds across processes (rate limits, who is online) -----------------
+# Both take the process's one Redis client; without --redis-url they are None and the process
+# keeps its own limits and figures.
+
+
+def _shared_limiter(
+    redis: Redis | None, name: str, rate: float, burst: float
+) -> RedisLimiter | None:
+    return RedisLimiter(redis, name, rate, burst) if redis is not None else None
+
+
+def _presence(settings: Settings, redis: Redis | None, hub: Hub) -> Presence | None:
+    """The presence exchange, and the hub told of it (started and closed by the server)."""
+    if redis is None:
+        return None
+    presence = Presence(redis, hub, interval=settings.presence_interval)
+    hub.cluster = presence
+    return presence
 
 
 def make_app(services: Services, **extra: Any) -> tornado.web.Application:

@@ -404,6 +404,8 @@ async def _serve(
     loop = asyncio.get_running_loop()
     services.store.start(loop)
     services.hub.start()
+    if services.presence is not None:
+        services.presence.start()
     server = ScoreboardHTTPServer(
         make_app(services),
         request_head_timeout=settings.request_head_timeout,
@@ -432,6 +434,10 @@ async def shutdown(services: Services) -> None:
     """Let running submissions commit and answer, then drain and close the store."""
     await services.sessions.close_all()
     await services.service.drain(SHUTDOWN_GRACE_S)
+    if services.presence is not None:
+        await services.presence.close()  # this process leaves the cluster's figures at once
     if services.redis is not None:
         await services.redis.aclose()
     await asyncio.get_running_loop().run_in_executor(None, services.store.close)
+    if services.redis is not None:
+        await services.redis.aclose()

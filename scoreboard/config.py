@@ -20,6 +20,9 @@ from .proxies import parse_networks
 ENV_PREFIX = "SCOREBOARD_"
 MIN_JWT_SECRET_BYTES = 32  # HS256 keys shorter than the hash output are brute-forceable
 MAX_RANK_UPDATE_DELAY_S = 2.0  # overtaken players hear of it within 2 s (docs/protocol.md)
+# Cluster figures are at most two presence intervals old and a dead process's entry lasts about
+# four: at most 2.5 s keeps both within the 10 s that cluster-wide user_count may lag.
+MAX_PRESENCE_INTERVAL_S = 2.5
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 REGISTRATION_MODES = ("open", "closed")
 
@@ -51,6 +54,7 @@ class Settings:
     ping_interval: float = 20.0
     log_level: str = "info"
     processes: int = 1
+    presence_interval: float = 2.0  # cluster mode: seconds between presence exchanges
     # Tunable limits of the HTTP API (docs/configuration.md).
     score_rate: float = 10.0  # submissions per second per player `sub`
     score_burst: int = 20
@@ -114,6 +118,7 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("ping_interval", float, "seconds between protocol pings (and the pong timeout)"),
     _Flag("log_level", str, "debug, info, warning, error or critical"),
     _Flag("processes", int, "processes sharing the port (cluster mode for more than 1)"),
+    _Flag("presence_interval", float, "cluster mode: seconds between presence exchanges"),
     _Flag("score_rate", float, "score submissions per second per player"),
     _Flag("score_burst", int, "burst of score submissions per player"),
     _Flag("login_rate", float, "login attempts per second per client address"),
@@ -251,6 +256,7 @@ def validate(settings: Settings) -> Settings:
         "broadcast_interval_ms": s.broadcast_interval_ms,
         "ping_interval": s.ping_interval,
         "processes": s.processes,
+        "presence_interval": s.presence_interval,
         "score_rate": s.score_rate,
         "score_burst": s.score_burst,
         "login_rate": s.login_rate,
@@ -277,6 +283,11 @@ def validate(settings: Settings) -> Settings:
             f"--rank-update-delay: must be at most {MAX_RANK_UPDATE_DELAY_S:g} s "
             "(overtaken players hear within 2 s), "
             f"got {s.rank_update_delay!r}"
+        )
+    if s.presence_interval > MAX_PRESENCE_INTERVAL_S:
+        raise ConfigError(
+            f"--presence-interval: must be at most {MAX_PRESENCE_INTERVAL_S:g} s "
+            f"(cluster figures may lag 10 s at most), got {s.presence_interval!r}"
         )
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(

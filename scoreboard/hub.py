@@ -12,6 +12,10 @@ whose stream still holds bytes. One hub-wide sweep timer does the protocol pings
 and stall checks for all connections; a board has a timer only while it has a merged change
 waiting or a rank check due.
 
+In cluster mode the hub is given a `ClusterFigures` (cluster/presence.py) and adds what it says
+about the other processes to its own live figures (`user_count`, `online`, `stats`); the hub
+itself never touches Redis.
+
 Why one module of about 600 lines: rooms, heartbeats, expiry and the connection counts all read
 and change the same connection tables (`_conns`, the ping slices, the expiry heap, the rooms)
 from one sweep timer, and a connection leaves all of them at once in `_forget`. Split by noun,
@@ -72,6 +76,25 @@ class BoardView(Protocol):
 
     @property
     def ranks(self) -> Leaderboard: ...
+
+
+class ClusterFigures(Protocol):
+    """The other processes of a cluster, as last heard of; merged with this hub's own figures,
+    which are always live."""
+
+    def viewers_elsewhere(self) -> int:
+        """Signed-in users online on other processes and not here, plus their anonymous
+        connections: what `user_count` adds to this process's own count. Must be O(1)."""
+        ...
+
+    def online(self, here: dict[str, Any]) -> dict[str, Any]:
+        """`GET /api/admin/online` of the cluster, from `Hub.presence_here()` and the others'."""
+        ...
+
+    def stats(self, stats_here: dict[str, Any], here: dict[str, Any]) -> dict[str, Any]:
+        """`GET /api/admin/stats` of the cluster: `Hub.stats_here()` (whose boards' `players`
+        are the cluster's), with `Hub.presence_here()` and the others' figures."""
+        ...
 
 
 def affected_from(outcome: Outcome) -> float:
@@ -196,6 +219,7 @@ class Hub:
         ]
         self._conns: dict[Connection, None] = {}  # insertion order: the shutdown close order
         self._user_conns: dict[str, int] = {}
+        self._user_names: dict[str, str] = {}  # display name of each user online (the newest)
         self._anonymous = 0
         self._rooms: dict[str, Room] = {}
         self._closing: set[Connection] = set()  # closed by the hub, socket not gone yet
@@ -211,6 +235,8 @@ class Hub:
         self._status_handle: asyncio.Handle | None = None
         self._received_total = 0
         self._rate_samples: deque[tuple[float, int, int]] = deque(maxlen=RATE_SAMPLES)
+        # Cluster mode: the other processes' figures (set by the composition root).
+        self.cluster: ClusterFigures | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -272,8 +298,11 @@ class Hub:
 
     @property
     def user_count(self) -> int:
-        """Signed-in users online plus anonymous connections (each counts as one viewer)."""
-        return len(self._user_conns) + self._anonymous
+        """Signed-in users online plus anonymous connections (each counts as one viewer),
+        over the whole cluster in cluster mode."""
+        here = len(self._user_conns) + self._anonymous
+        cluster = self.cluster
+        return here if cluster is None else here + cluster.viewers_elsewhere()
 
     @property
     def connection_count(self) -> int:
@@ -288,6 +317,7 @@ class Hub:
         self._kernel_slices[serial % len(self._kernel_slices)][conn] = None
         if identity is not None:
             self._user_conns[identity.sub] = self._user_conns.get(identity.sub, 0) + 1
+            self._user_names[identity.sub] = identity.name or identity.sub
             heapq.heappush(self._expiry, (identity.exp, serial, conn))
         else:
             self._anonymous += 1
@@ -301,6 +331,7 @@ class Hub:
     def refresh_identity(self, conn: Connection, identity: Identity) -> None:
         """The connection's user sent a new token (same `sub`): a new expiry."""
         conn.identity = identity
+        self._user_names[identity.sub] = identity.name or identity.sub
         heapq.heappush(self._expiry, (identity.exp, conn.serial, conn))
 
     def pong(self, conn: Connection) -> None:
@@ -353,6 +384,7 @@ class Hub:
                 self._user_conns[sub] = left
             else:
                 self._user_conns.pop(sub, None)
+                self._user_names.pop(sub, None)
         else:
             self._anonymous -= 1
         metrics.WS_CONNECTIONS.dec()
@@ -746,7 +778,38 @@ class Hub:
     # -- figures ---------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """The live figures of `GET /api/admin/stats`."""
+        """The live figures of `GET /api/admin/stats`: the cluster's in cluster mode."""
+        here = self.stats_here()
+        cluster = self.cluster
+        return here if cluster is None else cluster.stats(here, self.presence_here())
+
+    def online(self) -> dict[str, Any]:
+        """`GET /api/admin/online`: who is connected, to the whole cluster in cluster mode."""
+        cluster = self.cluster
+        return self.online_here() if cluster is None else cluster.online(self.presence_here())
+
+    def presence_here(self) -> dict[str, Any]:
+        """This process's figures as the other processes of a cluster read them.
+
+        Copied from the hub's own tables, never by walking the connections: it is built every
+        few seconds, and at 20,000 connections a walk costs tens of milliseconds of loop.
+        `users`: connections by signed-in user; `names`: their display names; `boards`: the
+        signed-in subscribers of each board; `subscribers`: connections per board.
+        """
+        samples = list(self._rate_samples)
+        return {
+            "users": dict(self._user_conns),
+            "names": dict(self._user_names),
+            "anonymous": self._anonymous,
+            "connections": len(self._conns),
+            "sent_per_s": message_rate((t, s) for t, s, _ in samples),
+            "received_per_s": message_rate((t, r) for t, _, r in samples),
+            "boards": {board_id: list(room.players) for board_id, room in self._rooms.items()},
+            "subscribers": {board_id: len(room.conns) for board_id, room in self._rooms.items()},
+        }
+
+    def stats_here(self) -> dict[str, Any]:
+        """This process's own live figures, in the shape of `GET /api/admin/stats`."""
         samples = list(self._rate_samples)
         top = sorted(self._user_conns.items(), key=lambda item: (-item[1], item[0]))[:TOP_USERS]
         return {
@@ -767,9 +830,9 @@ class Hub:
             ],
         }
 
-    def online(self) -> dict[str, Any]:
-        """`GET /api/admin/online`: each signed-in user's connections and boards, most
-        connected first; anonymous viewers as one count."""
+    def online_here(self) -> dict[str, Any]:
+        """Who is connected to this process: each signed-in user's connections and boards,
+        most connected first; anonymous viewers as one count."""
         users: dict[str, dict[str, Any]] = {}
         for conn in self._conns:
             identity = conn.identity

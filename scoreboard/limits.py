@@ -2,6 +2,8 @@
 
 Pure: the caller passes the time in (seconds on a monotonic clock), so one clock read serves a
 whole request and the maths has plain unit tests. Nothing here reads a clock or does I/O.
+`SharedLimiter` is the shape of the cluster's limiter (cluster/limits.py), whose buckets live
+in Redis so that a limit holds across processes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Protocol
 
 # Float slack when comparing token counts: waiting exactly the seconds `take` returned must be
 # enough, even when rate * elapsed lands a hair below a whole token.
@@ -23,6 +26,13 @@ def _check_rate_burst(rate: float, burst: float) -> None:
         raise ValueError(f"rate must be a positive number of tokens per second, got {rate!r}")
     if not (isinstance(burst, int | float) and math.isfinite(burst) and burst > 0):
         raise ValueError(f"burst must be a positive number of tokens, got {burst!r}")
+
+
+class SharedLimiter(Protocol):
+    """Buckets shared by every process of a cluster: `KeyedLimiter.take`'s answers, awaited,
+    on the clock of whatever keeps the buckets."""
+
+    async def take(self, key: str, cost: float = 1.0) -> float: ...
 
 
 class TokenBucket:

@@ -40,6 +40,20 @@ def _params(query: Query) -> list[dict[str, Any]]:
     ]
 
 
+#: What the admin figures add in cluster mode (docs/api.md#admin-figures).
+_CLUSTER_SCOPE: dict[str, Any] = {
+    "scope": {
+        "type": "string",
+        "enum": ["cluster", "process"],
+        "description": "cluster mode only: `process` while Redis is away (own figures only)",
+    },
+    "processes": {
+        "type": "integer",
+        "description": "cluster mode only: how many processes the figures cover",
+    },
+}
+
+
 def _op(
     summary: str,
     responses: dict[str, Any],
@@ -347,7 +361,7 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/admin/online": {
         "get": _op(
-            "Who is connected to this process (admin)",
+            "Who is connected: to this process, or the whole cluster in cluster mode (admin)",
             {
                 "200": _json(
                     {
@@ -366,6 +380,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                 },
                             },
                             "anonymous": {"type": "integer"},
+                            **_CLUSTER_SCOPE,
                         },
                     }
                 )
@@ -427,6 +442,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                     },
                                 },
                             },
+                            **_CLUSTER_SCOPE,
                         },
                     }
                 )

@@ -42,7 +42,7 @@ from .errors import (
     ScoreboardError,
     ValidationFailed,
 )
-from .limits import KeyedLimiter
+from .limits import KeyedLimiter, SharedLimiter
 from .ranking import Leaderboard, Operator, Order, Outcome, Removal, format_timestamp
 from .schemas import BoardConfig
 from .store import UNAVAILABLE_RETRY_AFTER_S, Store
@@ -185,6 +185,7 @@ class ScoreboardService:
         tokens: TokenCodec,
         *,
         clock: Callable[[], float] = time.time,
+        shared_score_limiter: SharedLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -195,6 +196,8 @@ class ScoreboardService:
         self.updates = UpdateWaiters()
         self._listeners: list[BoardListener] = [self.updates]
         self._score_limiter = KeyedLimiter(settings.score_rate, settings.score_burst)
+        # Cluster mode: the limit holds across processes (and is awaited); else the local one.
+        self._shared_score_limiter = shared_score_limiter
         self._in_flight: set[tuple[str, str]] = set()  # (actor, idempotency key)
         self._submissions_running = 0
         self._reloads: dict[str, asyncio.Task[None]] = {}
@@ -631,7 +634,14 @@ class ScoreboardService:
         # Server and admin tokens are trusted integrations and are not limited.
         if identity.role is not Role.PLAYER:
             return
-        wait = self._score_limiter.take(identity.sub, time.monotonic())
+        self._refuse_over_rate(self._score_limiter.take(identity.sub, time.monotonic()))
+
+    async def _check_shared_rate(self, identity: Identity, limiter: SharedLimiter) -> None:
+        if identity.role is not Role.PLAYER:
+            return
+        self._refuse_over_rate(await limiter.take(identity.sub))
+
+    def _refuse_over_rate(self, wait: float) -> None:
         if wait > 0:
             metrics.SUBMISSIONS_BY_RESULT["rate_limited"].inc()
             raise RateLimited(f"over {self.settings.score_rate:g} scores/s", retry_after=wait)
@@ -691,7 +701,11 @@ class ScoreboardService:
                         return stored.response
                     # Cluster mode: committed by a process that has not stored its answer;
                     # the cluster's _apply_and_commit waits for it.
-            self._check_rate(identity)
+            shared = self._shared_score_limiter
+            if shared is None:
+                self._check_rate(identity)  # one process: no await on the hot path
+            else:
+                await self._check_shared_rate(identity, shared)
             request = await self._with_account_name(identity, board_id, request)
             return await self._apply_and_commit(
                 identity, self.board(board_id), request, key, fingerprint

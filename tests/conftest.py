@@ -257,6 +257,8 @@ def make_services(io_loop, tmp_path):
         services = build_services(settings)
         services.store.start(io_loop.asyncio_loop)
         services.hub.start()
+        if services.presence is not None:
+            services.presence.start()
         if load:
             await services.service.load()
         made.append(services)
@@ -269,6 +271,12 @@ def make_services(io_loop, tmp_path):
         services.hub.stop()
         services.sessions.stop()
         services.store.close()
+        if services.presence is not None:
+            io_loop.run_sync(services.presence.close)
+        if services.redis is not None:
+            # Cluster mode: drain closes the change bus and joins the cluster writer thread.
+            io_loop.run_sync(lambda: services.service.drain(1))  # noqa: B023 (called at once)
+            io_loop.run_sync(services.redis.aclose)
 
 
 @pytest.fixture

@@ -77,8 +77,21 @@ def test_the_ranking_engine_is_pure():
 @pytest.mark.parametrize(
     ("module", "never"),
     [
-        # The hub is told what changed; it never asks the use cases or the protocol.
-        ("scoreboard.hub", {"scoreboard.service", "scoreboard.session", "scoreboard.store"}),
+        # The hub is told what changed; it never asks the use cases or the protocol. In cluster
+        # mode it is handed the other processes' figures, and never touches Redis itself.
+        (
+            "scoreboard.hub",
+            {
+                "scoreboard.service",
+                "scoreboard.session",
+                "scoreboard.store",
+                "scoreboard.cluster.presence",
+                "redis",
+            },
+        ),
+        # The use cases take a SharedLimiter (limits.py): the Redis one is the root's choice.
+        ("scoreboard.service", {"scoreboard.cluster.limits", "redis"}),
+        ("scoreboard.accounts", {"scoreboard.cluster.limits", "redis"}),
         ("scoreboard.connections", {"scoreboard.hub", "scoreboard.service", "scoreboard.session"}),
         ("scoreboard.frames", {"scoreboard.hub", "scoreboard.service", "scoreboard.session"}),
         ("scoreboard.service", {"scoreboard.session", "scoreboard.hub"}),

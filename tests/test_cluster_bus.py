@@ -82,3 +82,31 @@ def test_a_record_it_cannot_read_is_skipped(private_redis):
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_deployments_on_two_databases_of_one_redis_do_not_hear_each_other(private_redis):
+    """Channels are shared by every database of a Redis server; the bus's name holds the db."""
+
+    async def scenario() -> None:
+        heard: dict[int, list[Change]] = {1: [], 2: []}
+        clients = {db: redis_client(f"redis://127.0.0.1:{private_redis.port}/{db}") for db in heard}
+        buses = {
+            db: ChangeBus(client, on_change=heard[db].append, on_resubscribed=lambda: None)
+            for db, client in clients.items()
+        }
+        try:
+            for bus in buses.values():
+                bus.start()
+                assert await bus.wait_subscribed(10)
+            assert await buses[1].publish(BoardDeleted("one"))
+            assert await buses[2].publish(BoardDeleted("two"))
+            await until("each heard its own", lambda: all(heard.values()))
+            await asyncio.sleep(0.2)  # room for a stray delivery to arrive, were there one
+            assert heard == {1: [BoardDeleted("one")], 2: [BoardDeleted("two")]}
+        finally:
+            for bus in buses.values():
+                await bus.close()
+            for client in clients.values():
+                await client.aclose()
+
+    asyncio.run(scenario())

@@ -28,12 +28,24 @@ from .changes import Change, decode, encode
 
 log = logging.getLogger(__name__)
 
-#: The one channel every process publishes its committed changes on and listens to.
+#: The channel every process publishes its committed changes on and listens to, followed by
+#: the Redis database number (see channel_for).
 CHANNEL = "scoreboard:changes"
 RECONNECT_FIRST_S = 0.1  # the first pause before subscribing again; it doubles up to
 RECONNECT_MAX_S = 2.0  # this, so a returning Redis is noticed within about two seconds
 READ_TIMEOUT_S = 1.0  # the subscriber wakes this often when nothing arrives (to notice close)
 PUBLISH_FAILURE_LOG_S = 10.0  # a Redis that stays away is logged at most this often
+
+
+def channel_for(client: redis.asyncio.Redis) -> str:
+    """The change channel of the client's Redis database.
+
+    Unlike keys, pub/sub channels are shared by every database of a Redis server: naming the
+    channel after the database keeps two deployments on one Redis (one database each, as the
+    docs ask) from applying each other's changes.
+    """
+    database = client.connection_pool.connection_kwargs.get("db", 0)
+    return f"{CHANNEL}:{database}"
 
 
 class ChangeBus:
@@ -45,12 +57,12 @@ class ChangeBus:
         *,
         on_change: Callable[[Change], None],
         on_resubscribed: Callable[[], None],
-        channel: str = CHANNEL,
+        channel: str | None = None,
     ) -> None:
         self._client = client
         self._on_change = on_change
         self._on_resubscribed = on_resubscribed
-        self._channel = channel
+        self._channel = channel or channel_for(client)
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._lost = False  # the subscription broke since it was last established

@@ -36,6 +36,7 @@ from .. import metrics, seasons
 from ..auth import Identity, TokenCodec
 from ..config import Settings
 from ..errors import Conflict, NotFound, NotReady, ValidationFailed
+from ..limits import SharedLimiter
 from ..ranking import Leaderboard, Outcome, Record
 from ..service import (
     BoardState,
@@ -78,8 +79,11 @@ class ClusterService(ScoreboardService):
         *,
         redis_client: redis.asyncio.Redis,
         clock: Callable[[], float] = time.time,
+        shared_score_limiter: SharedLimiter | None = None,
     ) -> None:
-        super().__init__(settings, store, tokens, clock=clock)
+        super().__init__(
+            settings, store, tokens, clock=clock, shared_score_limiter=shared_score_limiter
+        )
         self.writes = ClusterWrites(store)
         self.replica = Replica()
         self.bus = ChangeBus(

@@ -16,12 +16,13 @@ from http.client import responses
 from typing import Any, TypeVar, cast
 
 import orjson
-import redis.asyncio
 import tornado.web
+from redis.asyncio import Redis
 
 from .. import metrics
 from ..accounts import Accounts
 from ..auth import Identity, Role, TokenCodec
+from ..cluster.presence import Presence
 from ..config import Settings
 from ..errors import (
     AuthFailed,
@@ -73,9 +74,11 @@ class Services:
     hub: Hub
     sessions: Sessions
     accounts: Accounts
-    #: The process's one Redis client in cluster mode (None with one process): the change
-    #: bus publishes on it, and anything else that shares state across processes takes it.
-    redis: redis.asyncio.Redis | None = None
+    #: Cluster mode only (--redis-url): the process's one Redis client, shared by every part
+    #: of cluster mode (the change bus, shared limits, presence), and the presence exchange
+    #: that makes the online figures cluster-wide.
+    redis: Redis | None = None
+    presence: Presence | None = None
 
 
 def bearer_token(header: str) -> str:

@@ -77,10 +77,8 @@ class PageHandler(BoundedBody, RouteMethods):
     answered the way a person expects: a missing or expired log-in leads to the log-in page
     and back, a wrong role gets a 403 page.
 
-    Form bodies stream in under the API's cap (BoundedBody), so an oversized post gets a 413
-    page instead of Tornado's bare 400. A streamed body is only there once the method runs,
-    so every subclass's `post` is wrapped (here, whoever writes it) to parse the form and check
-    its XSRF token before anything else.
+    Forms stream in under the API's cap (BoundedBody: a 413 page, not a bare 400), so they are
+    parsed when `post` runs: every subclass's `post` is wrapped to do that and check XSRF first.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -136,13 +134,10 @@ class PageHandler(BoundedBody, RouteMethods):
 
     def read_form(self) -> None:
         """Parse the form body into the request's arguments, then check the XSRF token."""
-        request = self.request
-        tornado.httputil.parse_body_arguments(
-            request.headers.get("Content-Type", ""),
-            self.body_bytes(),
-            request.body_arguments,
-            request.files,
-            request.headers,
+        request, content_type = self.request, self.request.headers.get("Content-Type", "")
+        parse = tornado.httputil.parse_body_arguments
+        parse(
+            content_type, self.body_bytes(), request.body_arguments, request.files, request.headers
         )
         for name, values in request.body_arguments.items():
             request.arguments.setdefault(name, []).extend(values)
