@@ -238,9 +238,11 @@ class ScoreboardService:
     def _read_boards(self) -> list[BoardState]:
         return [_board_state(item) for item in self.store.load_boards()]
 
-    def _read_board(self, board_id: str) -> BoardState | None:
+    def _read_board(self, board_id: str, *, min_seq: int = 0) -> BoardState | None:
         item = self.store.load_board(board_id)
-        return _board_state(item) if item is not None else None
+        if item is None:
+            return None
+        return _board_state(replace(item, seq=max(item.seq, min_seq)))
 
     async def _store_applied(
         self, board_id: str, state: BoardState, what: str, write: Awaitable[T]
@@ -275,9 +277,28 @@ class ScoreboardService:
         # Writes applied before the board went stale settle first, so the read holds them.
         while state.writes_in_flight:
             await asyncio.sleep(RELOAD_POLL_S)
-        fresh = await _read_retrying(
-            f"reading board {board_id!r} back", lambda: self._read_board(board_id)
-        )
+        # Memory may have shown the refused change's seq (to a read, or in the broadcast of
+        # another change), and a client ignores any state whose seq is not above the last it
+        # took. So the board read back is a new state, numbered past everything memory held.
+        past = state.ranks.seq + 1
+        delay_s = READ_RETRY_FIRST_S
+        while True:
+            fresh = await _read_retrying(
+                f"reading board {board_id!r} back",
+                lambda: self._read_board(board_id, min_seq=past),
+            )
+            if fresh is None or self.boards.get(board_id) is not state:
+                break
+            try:
+                # Stored before anyone sees it: after a restart, seq does not go back either.
+                await self.store.advance_seq(board_id, fresh.ranks.seq)
+                break
+            except Exception:
+                log.exception(
+                    "storing board %r's seq failed; retrying in %.1f s", board_id, delay_s
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, READ_RETRY_MAX_S)
         if self.boards.get(board_id) is not state:
             return  # deleted (or replaced) meanwhile
         if fresh is None:

@@ -654,6 +654,14 @@ class Store:
 
         await self._submit(_Op(run, lambda exc: exc))
 
+    async def advance_seq(self, board_id: str, seq: int) -> None:
+        """Raise the board's stored seq to `seq` (never lower it); nothing if the board is gone."""
+
+        def run(conn: Connection) -> None:
+            conn.execute(self._advance_seq, {"b_id": board_id, "b_seq": seq})
+
+        await self._submit(_Op(run, lambda exc: exc))
+
     # -- seasons and lists: reads ----------------------------------------------------------
 
     async def list_seasons(self, board_id: str) -> list[SeasonRow]:
