@@ -10,7 +10,7 @@ the writer's next group commit, and only then is the caller answered and the cha
 If the commit fails, the board is reloaded from the database so memory never keeps a change the
 database does not have.
 
-About 615 lines, one noun: the use cases over the in-memory boards (loading and reading them
+About 890 lines, one noun: the use cases over the in-memory boards (loading and reading them
 back, readiness and the database watch, board changes, reads, the score path). Accounts live
 in accounts.py already; the long-poll waiters (UpdateWaiters, about 40 lines) could leave next.
 """
@@ -42,11 +42,12 @@ from .errors import (
     ScoreboardError,
     ValidationFailed,
 )
+from .idempotency import KeyLedger
 from .limits import KeyedLimiter
 from .ranking import Leaderboard, Operator, Order, Outcome, Removal, format_timestamp
 from .schemas import BoardConfig
 from .store import UNAVAILABLE_RETRY_AFTER_S, Store
-from .tables import LoadedBoard, ScoreWrite, SeasonEnd
+from .tables import LoadedBoard, ScoreWrite, SeasonEnd, StoredAnswer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,6 +205,8 @@ class ScoreboardService:
         self.accepting = True  # False once shutdown began: new submissions get a 503
         self._watch: asyncio.TimerHandle | None = None  # the next database probe
         self._watching: asyncio.Task[None] | None = None  # the probe running, if any
+        # Which idempotency keys need a database read (single-process mode; idempotency.py).
+        self._keys: KeyLedger | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -217,6 +220,14 @@ class ScoreboardService:
         loop keeps answering /healthz and /readyz meanwhile. A database that is not up yet is
         retried; /readyz stays 503 until it answers.
         """
+        if self.settings.redis_url is None:
+            # Before any write of ours: submissions up to this id were stored by others.
+            last_id = await _read_retrying(
+                "reading the newest submission", self.store.last_submission_id_sync
+            )
+            self._keys = KeyLedger(
+                self.store.find_answer, lambda actor: self.store.has_keys_up_to(actor, last_id)
+            )
         states = await _read_retrying("loading the boards", self._read_boards)
         self.boards.update((state.config.id, state) for state in states)
         # The boards are long-lived: move them out of the collector's view, or each full
@@ -695,7 +706,7 @@ class ScoreboardService:
             self._in_flight.add((identity.sub, key))
         try:
             if key is not None:
-                stored = await self.store.find_answer(identity.sub, key)
+                stored = await self._stored_answer(identity.sub, key)
                 if stored is not None:
                     if stored.request_hash != fingerprint:
                         raise ValidationFailed("Idempotency-Key was used with another request body")
@@ -762,6 +773,8 @@ class ScoreboardService:
             submitted_subscore=request.subscore,
             metadata=request.metadata,
         )
+        if key is not None and self._keys is not None:
+            self._keys.writing(identity.sub, key)
         await self._store_applied(board_id, state, "score", self.store.write_score(write))
         if outcome.improved:
             metrics.SUBMISSIONS_BY_RESULT["accepted"].inc()
@@ -774,6 +787,11 @@ class ScoreboardService:
         else:
             metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
         return result
+
+    async def _stored_answer(self, actor: str, key: str) -> StoredAnswer | None:
+        if self._keys is None:
+            return await self.store.find_answer(actor, key)
+        return await self._keys.stored_answer(actor, key)
 
     @staticmethod
     def _display_name(identity: Identity, state: BoardState, request: ScoreRequest) -> str:
