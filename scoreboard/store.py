@@ -251,7 +251,7 @@ class Store:
             max_pending=max_pending_writes,
         )
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="scoreboard-read")
-        # The two reads of the score path; each asks for many keys at once under load.
+        # The reads of the score path: under load each reads many keys with one statement.
         self._users = BatchedLookup(self._fetch_users, self._read)
         self._answers = BatchedLookup(self._fetch_answers, self._read)
         self._keyed_actors = BatchedLookup(self._fetch_keyed_actors, self._read)
