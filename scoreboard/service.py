@@ -10,7 +10,7 @@ the writer's next group commit, and only then is the caller answered and the cha
 If the commit fails, the board is reloaded from the database so memory never keeps a change the
 database does not have.
 
-About 615 lines, one noun: the use cases over the in-memory boards (loading and reading them
+About 890 lines, one noun: the use cases over the in-memory boards (loading and reading them
 back, readiness and the database watch, board changes, reads, the score path). Accounts live
 in accounts.py already; the long-poll waiters (UpdateWaiters, about 40 lines) could leave next.
 """
@@ -42,11 +42,12 @@ from .errors import (
     ScoreboardError,
     ValidationFailed,
 )
+from .idempotency import KeyLedger
 from .limits import KeyedLimiter, SharedLimiter
 from .ranking import Leaderboard, Operator, Order, Outcome, Removal, format_timestamp
 from .schemas import BoardConfig
 from .store import UNAVAILABLE_RETRY_AFTER_S, Store
-from .tables import LoadedBoard, ScoreWrite, SeasonEnd
+from .tables import LoadedBoard, ScoreWrite, SeasonEnd, StoredAnswer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -207,6 +208,8 @@ class ScoreboardService:
         self.accepting = True  # False once shutdown began: new submissions get a 503
         self._watch: asyncio.TimerHandle | None = None  # the next database probe
         self._watching: asyncio.Task[None] | None = None  # the probe running, if any
+        # Which idempotency keys need a database read (single-process mode; idempotency.py).
+        self._keys: KeyLedger | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -220,6 +223,14 @@ class ScoreboardService:
         loop keeps answering /healthz and /readyz meanwhile. A database that is not up yet is
         retried; /readyz stays 503 until it answers.
         """
+        if self.settings.redis_url is None:
+            # Before any write of ours: submissions up to this id were stored by others.
+            last_id = await read_retrying(
+                "reading the newest submission", self.store.last_submission_id_sync
+            )
+            self._keys = KeyLedger(
+                self.store.find_answer, lambda actor: self.store.has_keys_up_to(actor, last_id)
+            )
         states = await read_retrying("loading the boards", self._read_boards)
         self.boards.update((state.config.id, state) for state in states)
         self._boards_loaded()
@@ -249,9 +260,11 @@ class ScoreboardService:
     def _read_boards(self) -> list[BoardState]:
         return [_board_state(item) for item in self.store.load_boards()]
 
-    def _read_board(self, board_id: str) -> BoardState | None:
+    def _read_board(self, board_id: str, *, min_seq: int = 0) -> BoardState | None:
         item = self.store.load_board(board_id)
-        return _board_state(item) if item is not None else None
+        if item is None:
+            return None
+        return _board_state(replace(item, seq=max(item.seq, min_seq)))
 
     async def _store_applied(
         self, board_id: str, state: BoardState, what: str, write: Awaitable[T]
@@ -286,9 +299,28 @@ class ScoreboardService:
         # Writes applied before the board went stale settle first, so the read holds them.
         while state.writes_in_flight:
             await asyncio.sleep(RELOAD_POLL_S)
-        fresh = await read_retrying(
-            f"reading board {board_id!r} back", lambda: self._read_board(board_id)
-        )
+        # Memory may have shown the refused change's seq (to a read, or in the broadcast of
+        # another change), and a client ignores any state whose seq is not above the last it
+        # took. So the board read back is a new state, numbered past everything memory held.
+        past = state.ranks.seq + 1
+        delay_s = READ_RETRY_FIRST_S
+        while True:
+            fresh = await read_retrying(
+                f"reading board {board_id!r} back",
+                lambda: self._read_board(board_id, min_seq=past),
+            )
+            if fresh is None or self.boards.get(board_id) is not state:
+                break
+            try:
+                # Stored before anyone sees it: after a restart, seq does not go back either.
+                await self.store.advance_seq(board_id, fresh.ranks.seq)
+                break
+            except Exception:
+                log.exception(
+                    "storing board %r's seq failed; retrying in %.1f s", board_id, delay_s
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, READ_RETRY_MAX_S)
         if self.boards.get(board_id) is not state:
             return  # deleted (or replaced) meanwhile
         if fresh is None:
@@ -692,7 +724,7 @@ class ScoreboardService:
             self._in_flight.add((identity.sub, key))
         try:
             if key is not None:
-                stored = await self.store.find_answer(identity.sub, key)
+                stored = await self._stored_answer(identity.sub, key)
                 if stored is not None:
                     if stored.request_hash != fingerprint:
                         raise ValidationFailed("Idempotency-Key was used with another request body")
@@ -766,6 +798,8 @@ class ScoreboardService:
             submitted_subscore=request.subscore,
             metadata=request.metadata,
         )
+        if key is not None and self._keys is not None:
+            self._keys.writing(identity.sub, key)
         await self._store_applied(board_id, state, "score", self.store.write_score(write))
         if outcome.improved:
             metrics.SUBMISSIONS_BY_RESULT["accepted"].inc()
@@ -778,6 +812,11 @@ class ScoreboardService:
         else:
             metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
         return result
+
+    async def _stored_answer(self, actor: str, key: str) -> StoredAnswer | None:
+        if self._keys is None:
+            return await self.store.find_answer(actor, key)
+        return await self._keys.stored_answer(actor, key)
 
     @staticmethod
     def _display_name(identity: Identity, state: BoardState, request: ScoreRequest) -> str:

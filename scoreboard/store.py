@@ -2,12 +2,13 @@
 
 This module owns the connection set-up for SQLite and PostgreSQL, telling a database that is
 unavailable from a write that is refused, every statement over the tables of
-scoreboard/tables.py, the small thread pool that runs reads, and what each write does inside
-the group commit of scoreboard/writer.py (whose thread commits every queued write of a wake-up
-in one transaction). The IOLoop never waits on the database: it only queues work and is
-handed results back through `call_soon_threadsafe`.
+scoreboard/tables.py, the small thread pool that runs reads (the reads of the score path
+batched by scoreboard/lookups.py), and what each write does inside the group commit of
+scoreboard/writer.py (whose thread commits every queued write of a wake-up in one
+transaction). The IOLoop never waits on the database: it only queues work and is handed
+results back through `call_soon_threadsafe`.
 
-About 760 lines: the statements of one database, kept together so that each sits next to the
+About 1,150 lines: the statements of one database, kept together so that each sits next to the
 others that touch the same rows and to the failure checks they share; the tables and the
 writer thread are apart already. The engine set-up (make_engine, the SQLite hooks, about 120
 lines) is the next piece that could leave.
@@ -37,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import errors, ranking
 from .dbfile import SqliteFile, check_header
+from .lookups import BatchedLookup
 from .resources import migrations_dir
 from .schemas import BoardConfig
 from .tables import (
@@ -80,6 +82,9 @@ DEFAULT_MAX_PENDING_WRITES = 50_000
 PRUNE_CHUNK_ROWS = 5000
 #: Threads running reads: enough for a readiness ping next to an idempotency look-up.
 READ_THREADS = 2
+#: Keys per statement of a batched look-up: two bound values each at most, well under the
+#: 999 an older SQLite takes in one statement.
+LOOKUP_CHUNK_KEYS = 400
 #: How long an SQLite connection waits for another writer's lock before failing, in ms.
 SQLITE_BUSY_TIMEOUT_MS = 5000
 #: PostgreSQL advisory lock held while migrating (any fixed number unique to this app).
@@ -232,6 +237,9 @@ class Store:
         # corruption stays until a restart; a failure to reach it lasts until a ping succeeds.
         self._corrupt: str | None = None
         self._failure: str | None = None
+        # The file check of this turn of the event loop, while _file_looked (see unavailable).
+        self._file_looked = False
+        self._file_problem: str | None = None
         self.dialect: str = self.engine.dialect.name
         # Same pool; transactions begun through it are write transactions.
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
@@ -243,6 +251,10 @@ class Store:
             max_pending=max_pending_writes,
         )
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="scoreboard-read")
+        # The reads of the score path: under load each reads many keys with one statement.
+        self._users = BatchedLookup(self._fetch_users, self._read)
+        self._answers = BatchedLookup(self._fetch_answers, self._read)
+        self._keyed_actors = BatchedLookup(self._fetch_keyed_actors, self._read)
         self._build_statements()
 
     @property
@@ -315,14 +327,36 @@ class Store:
         self.engine.dispose()
 
     def unavailable(self) -> str | None:
-        """Why the database cannot be trusted now (None when it can). Cheap: a few syscalls."""
+        """Why the database cannot be trusted now (None when it can).
+
+        The file is looked at once per turn of the event loop: the submissions read from the
+        sockets in one turn share one look (its few system calls were 8 % of the server's CPU
+        per WebSocket submission). That is safe because this only decides how a route answers:
+        the writer looks again, uncached, right before and right after every COMMIT, so no write
+        is acknowledged into a file that went away, whatever this said a moment earlier.
+        """
         if self._corrupt is not None:
             return self._corrupt
         if self.file is not None:
-            problem = self.file.problem()
+            problem = self._file_problem_this_turn(self.file)
             if problem is not None:
                 return problem
         return self._failure
+
+    def _file_problem_this_turn(self, file: SqliteFile) -> str | None:
+        if self._file_looked:
+            return self._file_problem
+        self._file_problem = file.problem()
+        try:
+            # Callbacks queued during a turn run at the start of the next one.
+            asyncio.get_running_loop().call_soon(self._forget_file_look)
+        except RuntimeError:  # no loop running (start-up, commands): nothing to share it with
+            return self._file_problem
+        self._file_looked = True
+        return self._file_problem
+
+    def _forget_file_look(self) -> None:
+        self._file_looked = False
 
     def outage(self, exc: BaseException) -> errors.NotReady | None:
         """Record `exc` if it says the database is unavailable; the error to answer with.
@@ -481,17 +515,18 @@ class Store:
             raise
 
     async def get_user(self, user_id: str) -> UserRow | None:
-        """The user with this id, or None."""
+        """The user with this id, or None (read together with the others asked for meanwhile)."""
+        return await self._users.get(user_id)
 
-        def read() -> UserRow | None:
-            u = users.c
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(u.id, u.name, u.role, u.password_hash).where(u.id == user_id)
-                ).first()
-            return None if row is None else UserRow(*row)
-
-        return await self._read(read)
+    def _fetch_users(self, ids: list[str]) -> dict[str, UserRow]:
+        u = users.c
+        query = sa.select(u.id, u.name, u.role, u.password_hash)
+        found: dict[str, UserRow] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids, LOOKUP_CHUNK_KEYS):
+                for row in conn.execute(query.where(u.id.in_(chunk))):
+                    found[row.id] = UserRow(*row)
+        return found
 
     async def get_account(self, username: str) -> UserRow | None:
         """The account (a user with a password) named `username` in any case, or None.
@@ -519,19 +554,61 @@ class Store:
 
         Answers are found as long as the key is stored, which is at least 24 h: a key that
         is still stored also still blocks a new write (unique constraint), so it must replay.
+        Read together with the other keys asked for meanwhile.
         """
+        return await self._answers.get((actor, key))
 
-        def read() -> StoredAnswer | None:
-            s = submissions.c
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(s.request_hash, s.response).where(
-                        s.actor == actor, s.idempotency_key == key
+    def _fetch_answers(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], StoredAnswer]:
+        s = submissions.c
+        query = sa.select(s.idempotency_key, s.request_hash, s.response)
+        keys_by_actor: dict[str, list[str]] = {}
+        for actor, key in pairs:
+            keys_by_actor.setdefault(actor, []).append(key)
+        found: dict[tuple[str, str], StoredAnswer] = {}
+        with self.engine.connect() as conn:
+            # One statement per actor: `(actor, key) IN (...)` would scan the whole table on
+            # SQLite, `actor = ? AND key IN (...)` searches the unique index.
+            for actor, keys in keys_by_actor.items():
+                for chunk in _chunks(keys, LOOKUP_CHUNK_KEYS):
+                    rows = conn.execute(query.where(s.actor == actor, s.idempotency_key.in_(chunk)))
+                    for row in rows:
+                        found[(actor, row.idempotency_key)] = StoredAnswer(
+                            row.request_hash or "", row.response
+                        )
+        return found
+
+    def last_submission_id_sync(self) -> int:
+        """The id of the newest stored submission (0 when there is none).
+
+        Ids only grow: a submission with a larger id was stored after this was read.
+        """
+        with self.engine.connect() as conn:
+            last = conn.execute(sa.select(sa.func.max(submissions.c.id))).scalar_one()
+        return int(last or 0)
+
+    async def has_keys_up_to(self, actor: str, last_id: int) -> bool:
+        """Whether a submission of `actor` with id <= `last_id` still holds its idempotency
+        key (read together with the other actors asked about meanwhile)."""
+        return bool(await self._keyed_actors.get((actor, last_id)))
+
+    def _fetch_keyed_actors(self, asked: list[tuple[str, int]]) -> dict[tuple[str, int], bool]:
+        s = submissions.c
+        actors_by_last_id: dict[int, list[str]] = {}
+        for actor, last_id in asked:
+            actors_by_last_id.setdefault(last_id, []).append(actor)
+        found: dict[tuple[str, int], bool] = {}
+        with self.engine.connect() as conn:
+            for last_id, actors in actors_by_last_id.items():
+                for chunk in _chunks(actors, LOOKUP_CHUNK_KEYS):
+                    query = (
+                        sa.select(s.actor)
+                        .distinct()
+                        .where(s.actor.in_(chunk), s.idempotency_key.is_not(None))
+                        .where(s.id <= last_id)
                     )
-                ).first()
-            return None if row is None else StoredAnswer(row.request_hash or "", row.response)
-
-        return await self._read(read)
+                    for (actor,) in conn.execute(query):
+                        found[(actor, last_id)] = True
+        return found
 
     async def ping(self) -> None:
         """Check the file and run a query: errors.NotReady when the database is unavailable.
@@ -660,6 +737,14 @@ class Store:
             conn.execute(
                 sa.delete(player_records).where(r.board_id == board_id, r.user_id == user_id)
             )
+            conn.execute(self._advance_seq, {"b_id": board_id, "b_seq": seq})
+
+        await self._submit(_Op(run, lambda exc: exc))
+
+    async def advance_seq(self, board_id: str, seq: int) -> None:
+        """Raise the board's stored seq to `seq` (never lower it); nothing if the board is gone."""
+
+        def run(conn: Connection) -> None:
             conn.execute(self._advance_seq, {"b_id": board_id, "b_seq": seq})
 
         await self._submit(_Op(run, lambda exc: exc))
@@ -1038,6 +1123,11 @@ def _board_error(board_id: str, exc: Exception) -> BaseException:
     if _integrity_kind(exc) == "unique":
         return _chained(errors.Conflict(f"board {board_id!r} exists"), exc)
     return exc
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @contextlib.contextmanager

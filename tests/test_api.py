@@ -684,6 +684,44 @@ async def test_a_refused_write_is_not_kept_in_memory_or_built_upon(api, make_api
     assert (await again.get("/api/boards/kills/players/p1", token=token)).json["score"] == 8
 
 
+async def test_a_refused_write_never_makes_the_seq_go_back(api, make_api):
+    """Memory showed the refused write's seq (to a read, or a broadcast of another change):
+    the board read back is a newer state, numbered past it, even across a restart."""
+    await api.make_board("kills", operator="incr")
+    with api.services.store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_666 BEFORE INSERT ON submissions WHEN NEW.score = 666 "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+        )
+    token = api.token("p1")
+    accepted = await api.post("/api/boards/kills/scores", {"score": 5}, token=token)
+    assert accepted.json["seq"] == 1
+    service = api.services.service
+    refused = asyncio.ensure_future(
+        api.post("/api/boards/kills/scores", {"score": 666}, token=token)
+    )
+    # Applied in memory at once, committed later: a read in between shows its seq.
+    shown = 0
+    for _ in range(5000):
+        shown = service.leaderboard("kills", limit=10, offset=0)["seq"]
+        if shown == 2:
+            break
+        await asyncio.sleep(0)
+    assert_problem(await refused, 500, "internal")
+    assert shown == 2
+    for _ in range(200):  # the board is read back in the background
+        if not service.boards["kills"].stale:
+            break
+        await asyncio.sleep(0.01)
+    read_back = (await api.get("/api/boards/kills", token=token)).json["seq"]
+    assert read_back > shown  # a client that saw seq 2 takes the read-back state
+    after = await api.post("/api/boards/kills/scores", {"score": 3}, token=token)
+    assert after.json["seq"] > read_back
+    # The skipped numbers were stored: a restarted server does not go back either.
+    restarted = await make_api(database_url=api.services.settings.database_url)
+    assert (await restarted.get("/api/boards/kills", token=token)).json["seq"] == after.json["seq"]
+
+
 # -- score_format ---------------------------------------------------------------------------
 
 

@@ -375,6 +375,32 @@ def test_find_answer_replays_stored_keys_and_prune_forgets_old_ones(db_url: str)
     assert scalar(db_url, "SELECT count(*) FROM submissions") == 2
 
 
+def test_look_ups_asked_together_are_answered_each_as_alone(db_url: str) -> None:
+    """Answers, users and older keys asked for at once (one batched read) match one by one."""
+
+    async def scenario(store: Store) -> None:
+        await store.create_board(board())
+        writes = [write(n, key=f"k{n}", actor=f"actor{n % 3}") for n in range(1, 10)]
+        await asyncio.gather(*(store.write_score(w) for w in writes))
+        last_id = store.last_submission_id_sync()
+        later = write(10, key="k10", actor="late")
+        await store.write_score(later)
+        asked = [(w.actor, w.idempotency_key or "") for w in writes] + [("actor1", "k2")]
+        answers = await asyncio.gather(*(store.find_answer(a, k) for a, k in asked))
+        assert answers[:-1] == [StoredAnswer(w.request_hash or "", w.response) for w in writes]
+        assert answers[-1] is None  # k2 is actor2's key, not actor1's
+        users_asked = ["user1", "user5", "nobody", "user1"]
+        found = await asyncio.gather(*(store.get_user(u) for u in users_asked))
+        assert [u.name if u else None for u in found] == ["User1", "User5", None, "User1"]
+        older = await asyncio.gather(
+            *(store.has_keys_up_to(a, last_id) for a in ("actor0", "actor1", "late", "nobody"))
+        )
+        assert older == [True, True, False, False]  # "late" wrote after last_id only
+        assert await store.has_keys_up_to("late", last_id + 1)
+
+    run(db_url, scenario)
+
+
 def test_prune_answers_works_through_many_rows_in_chunks(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
