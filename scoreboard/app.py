@@ -172,10 +172,16 @@ def resolve_jwt_secret(settings: Settings, store: Store) -> bytes:
     return stored.encode()
 
 
-def build_services(settings: Settings) -> Services:
-    """Open and migrate the database, settle the token keys, build the service."""
+def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    """Open and migrate the database, settle the token keys, build the service.
+
+    `migrate=False`: a process of `--processes N`, whose parent migrated for all of them.
+    """
     store = Store(settings.database_url)
-    store.migrate()
+    if migrate:
+        store.migrate()
+    elif store.file is not None:
+        store.file.adopt()  # as migrate() does last: from here on, this file is the database
     public_key = (
         Path(settings.jwt_public_key_file).read_bytes() if settings.jwt_public_key_file else None
     )
