@@ -333,6 +333,7 @@ def _serve_processes(settings: config.Settings) -> int:
     the migration come first so that their failures stay one line from one process; the
     children are started by the supervisor, which restarts one that dies.
     """
+    logs.label_process(f"supervisor pid {os.getpid()}")
     try:
         context = _ssl_context(settings)
         sockets = _bind(settings)
@@ -340,7 +341,6 @@ def _serve_processes(settings: config.Settings) -> int:
             _prepare_database(settings)
     except StartupFailed as exc:
         return _startup_failed(exc)
-    logs.label_process(f"supervisor pid {os.getpid()}")
     scheme = "https" if context is not None else "http"
     log.info(
         "serving on %s://%s:%d with %d processes",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -206,3 +207,78 @@ def test_children_stop_when_the_supervisor_is_killed(supervised):
     # Orphans would keep the port: the kernel tells them their parent died (SIGTERM).
     run.wait_for(lambda: len(run.noted("stopped")) == 2, "both orphans stopping")
     assert set(run.noted("stopped")) == set(children.items())
+
+
+# -- real servers: `run.py --processes 3` (cluster mode: PostgreSQL and Redis) ---------------
+
+
+def _serving_pids(log_path: Path) -> dict[int, list[int]]:
+    """process index -> the pids that logged `serving on`, in order (restarts append)."""
+    found: dict[int, list[int]] = {}
+    for line in log_path.read_text().splitlines():
+        if "] scoreboard: serving on" in line and "[process " in line:
+            label = line.split("[process ", 1)[1].split("]", 1)[0]  # "2 pid 4242"
+            index, _, pid = label.split()
+            found.setdefault(int(index), []).append(int(pid))
+    return found
+
+
+def _wait_until(condition: Callable[[], bool], what: str, log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen in 60 s:\n{log_path.read_text()}")
+        time.sleep(0.05)
+
+
+def test_processes_3_serve_one_port_restart_a_killed_one_and_stop_with_status_0(
+    tmp_path, postgres_url, private_redis
+):
+    from server_process import ServerProcess
+
+    log_path = tmp_path / "cluster.log"
+    server = ServerProcess(
+        postgres_url, log_path, "--redis-url", private_redis.url, "--processes", "3"
+    ).start()
+    try:
+        _wait_until(lambda: len(_serving_pids(log_path)) == 3, "three processes serving", log_path)
+        log = log_path.read_text()
+        assert f"serving on http://127.0.0.1:{server.port} with 3 processes" in log
+        assert log.count("generated one and stored it") <= 1  # the parent settles the secret
+        first = {index: pids[-1] for index, pids in _serving_pids(log_path).items()}
+
+        os.kill(first[2], signal.SIGKILL)
+        _wait_until(
+            lambda: len(_serving_pids(log_path).get(2, [])) == 2, "process 2 restarted", log_path
+        )
+        assert "process 2 died after" in log_path.read_text()
+        # The others went on serving throughout; the port answers from whichever accepts.
+        assert all(_alive(first[i]) for i in (1, 3))
+        admin = server.token("admin", "admin")
+        assert server.request("POST", "/api/boards", {"id": "b", "title": "B"}, admin)[0] == 201
+        for _ in range(6):
+            assert server.request("GET", "/api/boards/b", token=admin)[0] == 200
+    finally:
+        status = server.stop(signal.SIGTERM, timeout=60)
+    assert status == 0
+    pids = [pid for pids in _serving_pids(log_path).values() for pid in pids]
+    assert not any(_alive(pid) for pid in pids)
+    assert log_path.read_text().count("] scoreboard: stopped") == 3
+
+
+def test_processes_3_start_up_failures_stay_one_line(tmp_path, postgres_url, private_redis):
+    from server_process import REPO, SECRET
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(REPO / "run.py"), "--database-url", postgres_url,
+             "--jwt-secret", SECRET, "--redis-url", private_redis.url,
+             "--processes", "3", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    in_use = f"scoreboard: cannot listen on 127.0.0.1:{port}: the address is in use\n"
+    assert result.stderr == in_use
