@@ -27,7 +27,7 @@ from .handlers.live import LiveSocket
 from .hub import Hub
 from .logs import redacted_uri
 from .openapi import document
-from .proxies import Network, client_address, parse_networks
+from .proxies import Network, client_address, forwarded_protocol, parse_networks
 from .resources import data_dir
 from .service import ScoreboardService
 from .session import Sessions
@@ -104,7 +104,8 @@ class Application(tornado.web.Application):
     """Tornado's application, with the client address settled before any handler runs.
 
     Behind `--trusted-proxies`, `request.remote_ip` becomes the forwarded client address, so
-    that rate limits, logs and every handler see the player rather than the proxy.
+    that rate limits, logs and every handler see the player rather than the proxy, and
+    `request.protocol` the scheme the player used (a proxy that ends TLS talks HTTP to us).
     """
 
     def __init__(self, *args: Any, trusted_proxies: tuple[Network, ...] = (), **kwargs: Any):
@@ -113,8 +114,10 @@ class Application(tornado.web.Application):
 
     def find_handler(self, request: HTTPServerRequest, **kwargs: Any) -> Any:
         if self.trusted_proxies and request.remote_ip:
-            request.remote_ip = client_address(
-                request.remote_ip, request.headers, self.trusted_proxies
+            peer = request.remote_ip
+            request.remote_ip = client_address(peer, request.headers, self.trusted_proxies)
+            request.protocol = forwarded_protocol(
+                peer, request.headers, self.trusted_proxies, request.protocol
             )
         return super().find_handler(request, **kwargs)
 
