@@ -9,11 +9,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import redis.asyncio
 import tornado.web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from tornado.httputil import HTTPServerRequest
 
 from .accounts import Accounts
 from .auth import TokenCodec
+from .cluster.replication import ClusterService
 from .config import Settings
 from .handlers import api, archive, pages
 from .handlers.base import (
@@ -37,6 +41,11 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("scoreboard.access")
 
 JWT_SECRET_SETTING = "jwt_secret"
+# Redis is answered within these or counted as away: a request never hangs on it, and a
+# failed command is tried once more (a pooled connection may be stale), never with backoff.
+REDIS_CONNECT_TIMEOUT_S = 1.0
+REDIS_COMMAND_TIMEOUT_S = 2.0
+REDIS_HEALTH_CHECK_S = 5  # an idle subscription pings this often, to notice a silent loss
 
 
 class OpenAPI(BaseHandler):
@@ -195,7 +204,13 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         audience=settings.jwt_audience,
         ttl=settings.token_ttl,
     )
-    service = ScoreboardService(settings, store, tokens)
+    client = None
+    service: ScoreboardService
+    if settings.redis_url is None:
+        service = ScoreboardService(settings, store, tokens)
+    else:
+        client = redis_client(settings.redis_url)
+        service = ClusterService(settings, store, tokens, redis_client=client)
     hub = Hub(settings, MappingProxyType(service.boards))
     service.add_listener(hub)
     sessions = Sessions(settings, service, hub)
@@ -208,6 +223,18 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         hub=hub,
         sessions=sessions,
         accounts=accounts,
+        redis=client,
+    )
+
+
+def redis_client(url: str) -> redis.asyncio.Redis:
+    """The process's one Redis client (connections are made lazily, on the running loop)."""
+    return redis.asyncio.Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_COMMAND_TIMEOUT_S,
+        health_check_interval=REDIS_HEALTH_CHECK_S,
+        retry=Retry(NoBackoff(), 1),
     )
 
 

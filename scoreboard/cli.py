@@ -286,12 +286,6 @@ class StartupFailed(Exception):
 
 
 def serve(settings: config.Settings) -> int:
-    if settings.redis_url is not None:
-        print(
-            "scoreboard: cluster mode (--redis-url, --processes) is not available yet",
-            file=sys.stderr,
-        )
-        return 2
     # SQLite maps its -shm file into memory: if that file is truncated or its disk fills, the
     # kernel kills the process with SIGBUS. That cannot be caught, but it can be told: the
     # fault handler writes which signal it was and every thread's stack to standard error.
@@ -304,8 +298,9 @@ def serve(settings: config.Settings) -> int:
         # Cheap checks first: a server that cannot listen must not create or migrate a database.
         context = _ssl_context(settings)
         sockets = _bind(settings)
-        # One database, one single-process server: held until this process ends.
-        lock = _lock_database(settings)
+        # One database, one single-process server: held until this process ends. A cluster's
+        # processes share their database by design (PostgreSQL decides every change).
+        lock = _lock_database(settings) if settings.redis_url is None else None
     except LockHeld as held:
         print(
             f"scoreboard: another server is running on this database ({held} is held)",
@@ -321,7 +316,8 @@ def serve(settings: config.Settings) -> int:
             return _startup_failed(exc)
         asyncio.run(_serve(services, sockets, context))
     finally:
-        lock.release()  # after the store's last commit
+        if lock is not None:
+            lock.release()  # after the store's last commit
     return 0
 
 
@@ -496,4 +492,6 @@ async def shutdown(services: Services) -> None:
     """Let running submissions commit and answer, then drain and close the store."""
     await services.sessions.close_all()
     await services.service.drain(SHUTDOWN_GRACE_S)
+    if services.redis is not None:
+        await services.redis.aclose()
     await asyncio.get_running_loop().run_in_executor(None, services.store.close)

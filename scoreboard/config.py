@@ -287,6 +287,11 @@ def validate(settings: Settings) -> Settings:
             f"--registration: expected one of {', '.join(REGISTRATION_MODES)}, "
             f"got {s.registration!r}"
         )
+    if s.redis_url is not None and s.database_url.split(":", 1)[0].split("+")[0] != "postgresql":
+        raise ConfigError(
+            "--redis-url: cluster mode needs a PostgreSQL --database-url "
+            f"(postgresql+psycopg://…), got {s.database_url.split(':', 1)[0]}:…"
+        )
     if s.processes > 1 and s.redis_url is None:
         raise ConfigError("--processes: more than 1 needs --redis-url (cluster mode)")
     return s

@@ -135,15 +135,34 @@ def apply_operator(
     raise ValueError(f"unknown operator, got {operator!r}")
 
 
-def _refuse(
-    checked: int, stored: tuple[int, int], min_score: int | None, max_score: int | None
+def check_bounds(
+    operator: Operator,
+    score: int,
+    pair: tuple[int, int],
+    min_score: int | None,
+    max_score: int | None,
 ) -> None:
-    """Raise the ValidationFailed that says which of the board's rules `submit` broke."""
+    """Raise ValidationFailed when a board's rules refuse storing `pair` for a submitted `score`.
+
+    `best` and `set` store the submitted score, so it must be within [min_score, max_score]
+    itself; `incr` stores a sum, so the sum must. Either way the stored pair must stay within
+    ±(2^53-1). The one check of both write paths: `Leaderboard.submit` in one process, the
+    database-decided writes of a cluster (scoreboard/cluster/pgwrites.py).
+    """
+    checked = pair[0] if operator is Operator.INCR else score
+    # Inline comparisons first: this runs for every submission, the wording only on a refusal.
+    if (
+        (min_score is None or checked >= min_score)
+        and (max_score is None or checked <= max_score)
+        and -MAX_SAFE_INTEGER <= pair[0] <= MAX_SAFE_INTEGER
+        and -MAX_SAFE_INTEGER <= pair[1] <= MAX_SAFE_INTEGER
+    ):
+        return
     if min_score is not None and checked < min_score:
         raise ValidationFailed(f"score must be at least {min_score}, got {checked}")
     if max_score is not None and checked > max_score:
         raise ValidationFailed(f"score must be at most {max_score}, got {checked}")
-    raise ValidationFailed(f"the stored (score, subscore) would leave ±(2^53-1): {stored}")
+    raise ValidationFailed(f"the stored (score, subscore) would leave ±(2^53-1): {pair}")
 
 
 # The sort key of a record: plain tuples compare in C, which is what keeps a 1M-player
@@ -303,16 +322,8 @@ class Leaderboard:
         else:
             old_pair = (old.score, old.subscore)
             pair = apply_operator(self._operator, self._order, old_pair, (score, subscore))
-        # Board rules, checked before anything changes; inline comparisons, as this runs for
-        # every submission, and a function call only to word a refusal.
-        checked = pair[0] if self._operator is Operator.INCR else score
-        if (
-            (min_score is not None and checked < min_score)
-            or (max_score is not None and checked > max_score)
-            or not -MAX_SAFE_INTEGER <= pair[0] <= MAX_SAFE_INTEGER
-            or not -MAX_SAFE_INTEGER <= pair[1] <= MAX_SAFE_INTEGER
-        ):
-            _refuse(checked, pair, min_score, max_score)
+        # Board rules, checked before anything changes.
+        check_bounds(self._operator, score, pair, min_score, max_score)
         if old is not None:
             if pair == old_pair:
                 # Nothing to re-rank and no seq to spend; only the display name may change.
@@ -340,6 +351,29 @@ class Leaderboard:
             True, new_seq, record, top_changed,
         )  # fmt: skip
 
+    def apply(self, record: Record, *, seq: int) -> Outcome:
+        """Store a record another party decided (a cluster's database) and re-rank its player.
+
+        The Outcome is the one `submit` would have reported for the submission that produced
+        `record` at `seq`, so listeners treat a replicated change like a local one. The caller
+        applies each board's records in seq order, once each (cluster/replica.py sees to it).
+        """
+        ordered = self._sorted
+        key_of = self._key
+        old = self._records.get(record.user_id)
+        previous_rank = previous_score = None
+        if old is not None:
+            previous_rank = ordered.remove_ranked(key_of(old)) + 1
+            previous_score = old.score
+        self._records[record.user_id] = record
+        rank = ordered.add_ranked(key_of(record)) + 1
+        self._raise_seq(max(seq, record.reached_seq))
+        top_changed = rank <= TOP_N or (previous_rank is not None and previous_rank <= TOP_N)
+        return Outcome(
+            record.user_id, record.name, record.score, record.subscore, rank, previous_rank,
+            previous_score, True, self._seq, record, top_changed,
+        )  # fmt: skip
+
     def put(self, record: Record, *, seq: int) -> None:
         """Store `record` as it is (cluster replica apply); the board seq never goes back."""
         old = self._records.get(record.user_id)
@@ -355,14 +389,22 @@ class Leaderboard:
         if old is not None:
             self._sorted.remove(self._key(old))
 
-    def withdraw(self, user_id: str) -> Removal | None:
-        """Remove the player as an accepted change (the seq advances); None when absent."""
+    def withdraw(self, user_id: str, *, seq: int | None = None) -> Removal | None:
+        """Remove the player as an accepted change; None when absent (nothing changes then).
+
+        The seq advances by one, or to `seq` when the change was decided elsewhere (a cluster's
+        database); it never goes back.
+        """
         old = self._records.pop(user_id, None)
         if old is None:
             return None
         previous_rank = self._sorted.remove_ranked(self._key(old)) + 1
-        self._seq += 1
+        self._raise_seq(self._seq + 1 if seq is None else seq)
         return Removal(user_id, old.name, old.score, previous_rank, self._seq)
+
+    def advance(self, seq: int) -> None:
+        """Raise the seq to `seq` for a change that left the standings as they are."""
+        self._raise_seq(seq)
 
     def take_all(self) -> tuple[dict[str, Record], list[list[Key]]]:
         """Empty the board at once and hand over what it held (the seq stays).
@@ -396,6 +438,10 @@ class Leaderboard:
         record = self._records.get(user_id)
         if record is None:
             return None
+        return self._sorted.bisect_left(self._key(record)) + 1
+
+    def placement(self, record: Record) -> int:
+        """The rank `record` has, or would have, among the standings as they are now."""
         return self._sorted.bisect_left(self._key(record)) + 1
 
     def entry(self, user_id: str) -> Entry | None:

@@ -217,8 +217,9 @@ class ScoreboardService:
         loop keeps answering /healthz and /readyz meanwhile. A database that is not up yet is
         retried; /readyz stays 503 until it answers.
         """
-        states = await _read_retrying("loading the boards", self._read_boards)
+        states = await read_retrying("loading the boards", self._read_boards)
         self.boards.update((state.config.id, state) for state in states)
+        self._boards_loaded()
         # The boards are long-lived: move them out of the collector's view, or each full
         # collection walks millions of records (about 170 ms at 1M players) and stalls the loop.
         gc.collect()
@@ -234,6 +235,13 @@ class ScoreboardService:
             len(self.boards),
             sum(len(b.ranks) for b in self.boards.values()),
         )
+
+    def _boards_loaded(self) -> None:
+        """Called once the boards are read at start-up, before anything else uses them.
+
+        Nothing to do for one process; cluster mode (cluster/replication.py) applies the
+        changes other processes published while the load ran.
+        """
 
     def _read_boards(self) -> list[BoardState]:
         return [_board_state(item) for item in self.store.load_boards()]
@@ -275,7 +283,7 @@ class ScoreboardService:
         # Writes applied before the board went stale settle first, so the read holds them.
         while state.writes_in_flight:
             await asyncio.sleep(RELOAD_POLL_S)
-        fresh = await _read_retrying(
+        fresh = await read_retrying(
             f"reading board {board_id!r} back", lambda: self._read_board(board_id)
         )
         if self.boards.get(board_id) is not state:
@@ -435,7 +443,7 @@ class ScoreboardService:
             metrics.BOARD_PLAYERS.labels(board_id).set(len(fresh))
             for listener in self._listeners:
                 listener.board_reset(board_id, fresh)
-        task = asyncio.get_running_loop().create_task(_discard(old))
+        task = asyncio.get_running_loop().create_task(discard_standings(old))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return {"board": board_id, "season": end.season, "current": new_state.season}
@@ -678,8 +686,11 @@ class ScoreboardService:
                 if stored is not None:
                     if stored.request_hash != fingerprint:
                         raise ValidationFailed("Idempotency-Key was used with another request body")
-                    metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
-                    return stored.response
+                    if stored.response is not None:
+                        metrics.SUBMISSIONS_BY_RESULT["unchanged"].inc()
+                        return stored.response
+                    # Cluster mode: committed by a process that has not stored its answer;
+                    # the cluster's _apply_and_commit waits for it.
             self._check_rate(identity)
             request = await self._with_account_name(identity, board_id, request)
             return await self._apply_and_commit(
@@ -780,7 +791,7 @@ class ScoreboardService:
         return request if user is None else replace(request, account_name=user.name)
 
 
-async def _read_retrying(what: str, read: Callable[[], T]) -> T:
+async def read_retrying(what: str, read: Callable[[], T]) -> T:
     """Run a blocking database read on a thread until it succeeds, pausing longer each time."""
     loop = asyncio.get_running_loop()
     delay_s = READ_RETRY_FIRST_S
@@ -809,7 +820,7 @@ def _board_state(loaded: LoadedBoard) -> BoardState:
     )
 
 
-async def _discard(ranks: Leaderboard) -> None:
+async def discard_standings(ranks: Leaderboard) -> None:
     """Free a board's old standings a slice of loop time per turn (see Leaderboard.take_all)."""
     records, pieces = ranks.take_all()
     while records or pieces:

@@ -239,7 +239,7 @@ class Store:
         self._writer: GroupWriter[ScoreWrite | _Op] = GroupWriter(
             self._run_in_transaction,
             _translate,
-            outage=self._outage,
+            outage=self.outage,
             max_pending=max_pending_writes,
         )
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="scoreboard-read")
@@ -324,8 +324,11 @@ class Store:
                 return problem
         return self._failure
 
-    def _outage(self, exc: BaseException) -> errors.NotReady | None:
-        """Record `exc` if it says the database is unavailable; the error to answer with."""
+    def outage(self, exc: BaseException) -> errors.NotReady | None:
+        """Record `exc` if it says the database is unavailable; the error to answer with.
+
+        Public for the cluster's writes (scoreboard/cluster/pgwrites.py), which share this
+        engine: their failures to reach the database show in `unavailable()` too."""
         orig = getattr(exc, "orig", None) or exc
         if isinstance(exc, DatabaseUnavailable):
             reason = str(exc)
@@ -365,6 +368,13 @@ class Store:
         with _gc_paused(), self._snapshot() as conn:
             row = conn.execute(sa.select(boards).where(boards.c.id == board_id)).first()
             return None if row is None else self._load_board(conn, row)
+
+    def load_board_settings(self, board_id: str) -> tuple[BoardConfig, float | None] | None:
+        """A board's settings and when its reset_schedule last changed, without its records
+        (a cluster process applying another's edit); None when the board does not exist."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(boards).where(boards.c.id == board_id)).first()
+        return None if row is None else (board_config(row), row.schedule_since)
 
     def _snapshot(self) -> Connection:
         """A connection whose transaction sees one snapshot, so seqs match their records."""
@@ -465,7 +475,7 @@ class Store:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
         except Exception as exc:
-            outage = self._outage(exc)
+            outage = self.outage(exc)
             if outage is not None:
                 raise outage from exc
             raise
@@ -637,7 +647,7 @@ class Store:
         archived: list[int] = []
 
         def run(conn: Connection) -> None:
-            archived.append(self._reset_board(conn, end))
+            archived.append(self.archive_season(conn, end))
 
         await self._submit(_Op(run, lambda exc: _board_error(end.board_id, exc)))
         return archived[0]
@@ -808,7 +818,7 @@ class Store:
                 reason=reason,
                 seq=row.seq + 1,
             )
-            return row.season, self._reset_board(conn, end)
+            return row.season, self.archive_season(conn, end)
 
     def delete_board_sync(self, board_id: str) -> None:
         """Delete a board with no server running; NotFound if absent."""
@@ -836,7 +846,11 @@ class Store:
             .where(r.board_id == board_id)
         )
 
-    def _reset_board(self, conn: Connection, end: SeasonEnd) -> int:
+    def archive_season(self, conn: Connection, end: SeasonEnd) -> int:
+        """Archive the standings as season `end.season` and empty the board, in `conn`'s
+        transaction; returns the players archived. Conflict unless that season is in force.
+
+        Public for the cluster's resets (scoreboard/cluster/pgwrites.py): one archive SQL."""
         b, r = boards.c, player_records.c
         current = conn.execute(sa.select(b.season).where(b.id == end.board_id)).scalar()
         if current is None:

@@ -130,6 +130,7 @@ submissions = sa.Table(
     sa.Column("metadata", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("idempotency_key", sa.String(IDEMPOTENCY_KEY_MAX_LENGTH), nullable=True),
     sa.Column("request_hash", sa.String(128), nullable=True),
+    # JSON null (not SQL NULL) while a cluster's answer is not stored yet (StoredAnswer).
     sa.Column("response", sa.JSON, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
@@ -240,10 +241,16 @@ class UserRow:
 
 @dataclass(frozen=True, slots=True)
 class StoredAnswer:
-    """The first answer to an idempotent request, with the fingerprint of its body."""
+    """The first answer to an idempotent request, with the fingerprint of its body.
+
+    `response` is None while the request's submission is committed but its answer is not
+    stored yet: cluster mode writes the answer after the replica has ranked the change
+    (scoreboard/cluster/pgwrites.py), so it is None while that first request is still being
+    answered, or for good if its process died in between. One process never stores None.
+    """
 
     request_hash: str
-    response: dict[str, Any]
+    response: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,10 +169,29 @@ def test_certfile_and_keyfile_serve_https(tmp_path):
         assert server.stop() == 0
 
 
-def test_cluster_flags_are_refused_until_cluster_mode_exists(tmp_path):
+def test_cluster_mode_on_sqlite_is_refused_in_one_line(tmp_path):
     result = run("--database-url", f"sqlite:///{tmp_path}/c.db", "--redis-url", "redis://x")
     assert result.returncode == 2
-    assert "cluster mode" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "scoreboard: --redis-url: cluster mode needs a PostgreSQL --database-url "
+        "(postgresql+psycopg://…), got sqlite:…"
+    ]
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_processes_above_one_fail_to_start_in_one_line_before_forking():
+    # The supervisor migrates before it forks: an unreachable database is its one line.
+    result = run(
+        "--database-url", "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "--redis-url", "redis://127.0.0.1:1/0",
+        "--processes", "2",
+    )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "scoreboard: cannot open the database postgresql+psycopg://nobody@127.0.0.1:1/none: "
+    )
+    assert "[process " not in result.stderr  # nothing was forked
 
 
 def test_board_create_score_format_flag(tmp_path):

@@ -42,6 +42,7 @@ def test_every_flag_has_its_environment_variable_and_the_flag_wins():
         (["--allowed-origins", "quiz.example"], {}, "scheme://host"),
         (["--database-url", "mysql://x"], {}, "--database-url"),
         (["--processes", "2"], {}, "--redis-url"),
+        (["--redis-url", "redis://r"], {}, "needs a PostgreSQL --database-url"),
         (["--certfile", "/tmp/c.pem"], {}, "both or neither"),
         (["--log-level", "loud"], {}, "--log-level"),
         (["--broadcast-interval-ms", "0"], {}, "positive"),

@@ -314,6 +314,61 @@ def test_seq_covers_every_stored_reached_seq():
     assert (out.seq, out.rank) == (36, 3)
 
 
+# --- apply: records decided elsewhere (cluster replicas) --------------------------------------
+
+
+@pytest.mark.parametrize("operator", list(Operator))
+@pytest.mark.parametrize("order", list(Order))
+def test_apply_reports_what_submit_reported(order, operator):
+    # Twin boards: one decides with submit, the other is handed the decided records.
+    rng = random.Random(f"{order}{operator}")
+    deciding = Leaderboard(order, operator)
+    replica = Leaderboard(order, operator)
+    for step in range(400):
+        user = f"u{rng.randrange(30)}"
+        decided = deciding.submit(user, user.upper(), rng.randrange(-50, 50), 0, now=NOW + step)
+        if not decided.improved:
+            continue
+        applied = replica.apply(decided.record, seq=decided.seq)
+        assert applied == decided
+        assert replica.seq == deciding.seq
+    assert replica.top(len(deciding)) == deciding.top(len(deciding))
+
+
+def test_apply_never_lowers_seq_and_keeps_the_tie_break():
+    board = Leaderboard(Order.DESC, Operator.SET, seq=5)
+    first = board.apply(Record("b", "B", 7, 0, 6, NOW), seq=6)
+    assert (first.rank, first.previous_rank, first.previous_score, first.top_changed) == (
+        1, None, None, True,
+    )  # fmt: skip
+    out = board.apply(Record("a", "A", 7, 0, 7, NOW), seq=7)
+    assert (out.rank, out.seq) == (2, 7)  # b reached 7 first
+    board.apply(Record("a", "A", 8, 0, 9, NOW), seq=3)
+    assert board.seq == 9  # the record's reached_seq counts too
+    assert ranking(board) == ["a", "b"]
+
+
+def test_placement_of_a_record_stored_or_not():
+    board = board_with(Order.DESC, Operator.BEST, ("a", 10), ("b", 5))
+    assert board.placement(board.record("b")) == 2
+    assert board.placement(Record("c", "C", 7, 0, 9, NOW)) == 2
+    assert board.placement(Record("c", "C", 1, 0, 9, NOW)) == 3
+
+
+def test_withdraw_at_a_given_seq_and_advance():
+    board = board_with(Order.DESC, Operator.BEST, ("a", 10), ("b", 5))
+    removal = board.withdraw("a", seq=7)
+    assert removal is not None
+    assert (removal.previous_rank, removal.seq, board.seq) == (1, 7, 7)
+    assert board.withdraw("a", seq=8) is None
+    assert board.seq == 7  # nothing changed, nothing spent
+    removal = board.withdraw("b", seq=1)
+    assert removal is not None and removal.seq == 7  # never back
+    board.advance(9)
+    board.advance(4)
+    assert board.seq == 9
+
+
 # --- put / remove / load / clear --------------------------------------------------------------
 
 

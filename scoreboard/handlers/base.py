@@ -16,6 +16,7 @@ from http.client import responses
 from typing import Any, TypeVar, cast
 
 import orjson
+import redis.asyncio
 import tornado.web
 
 from .. import metrics
@@ -73,6 +74,9 @@ class Services:
     hub: Hub
     sessions: Sessions
     accounts: Accounts
+    #: The process's one Redis client in cluster mode (None with one process): the change
+    #: bus publishes on it, and anything else that shares state across processes takes it.
+    redis: redis.asyncio.Redis | None = None
 
 
 def bearer_token(header: str) -> str:
