@@ -583,12 +583,14 @@ def test_a_page_through_nginx_stays_live_when_its_cluster_process_dies(
             "--redis-url", private_redis.url,
             "--trusted-proxies", "127.0.0.1",
             "--shutdown-spread", "0.2",
-        ).start()
+        )
         for i in range(3)
     ]  # fmt: skip
     proxy = NginxProcess(binary, tmp_path / "nginx", [f"127.0.0.1:{s.port}" for s in servers])
     page = None
     try:
+        for server in servers:
+            server.start()
         proxy.start()
         site = Site(servers[0])
         site.register("viewer")
@@ -612,7 +614,8 @@ def test_a_page_through_nginx_stays_live_when_its_cluster_process_dies(
             page.close()
         proxy.stop()
         for server in servers:
-            server.stop(signal.SIGKILL)
+            if server.process is not None:
+                server.stop(signal.SIGKILL)
 
 
 def _websockets(server: ServerProcess) -> int:

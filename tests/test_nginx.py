@@ -399,11 +399,13 @@ def test_three_cluster_processes_behind_nginx_and_one_killed(
             private_redis.url,
             "--trusted-proxies",
             "127.0.0.1",
-        ).start()
+        )
         for i in range(3)
     ]
     subscribers: list[Subscriber] = []
     try:
+        for process in servers:
+            process.start()
         proxy = nginx_in_front(*(f"127.0.0.1:{s.port}" for s in servers))
         admin = servers[0].token("admin", "admin")
         poster = servers[0].token("game", "server")
@@ -442,9 +444,10 @@ def test_three_cluster_processes_behind_nginx_and_one_killed(
     finally:
         for subscriber in subscribers:
             subscriber.close()
-        for process in servers:
-            if process.process is not None and process.process.poll() is None:
-                assert process.stop() == 0
+        # Every survivor is stopped before any status is judged, so none outlives the test.
+        survivors = [s for s in servers if s.process is not None and s.process.poll() is None]
+        statuses = [process.stop() for process in survivors]
+    assert statuses == [0] * len(survivors)
 
 
 def _websockets_held(server: ServerProcess) -> int:
