@@ -289,3 +289,36 @@ def test_processes_3_start_up_failures_stay_one_line(tmp_path, postgres_url, pri
     assert result.returncode == 1
     in_use = f"scoreboard: cannot listen on 127.0.0.1:{port}: the address is in use\n"
     assert result.stderr == in_use
+
+
+def test_processes_2_sighup_makes_every_process_reopen_the_log_file(
+    tmp_path, postgres_url, private_redis
+):
+    from server_process import ServerProcess
+
+    log_file = tmp_path / "scoreboard.log"
+    server = ServerProcess(
+        postgres_url,
+        tmp_path / "out.log",
+        "--redis-url", private_redis.url,
+        "--processes", "2",
+        "--log-file", str(log_file),
+    ).start()  # fmt: skip
+    try:
+        _wait_until(lambda: len(_serving_pids(log_file)) == 2, "two processes serving", log_file)
+        rotated = tmp_path / "scoreboard.log.1"
+        log_file.rename(rotated)  # what logrotate does, then it sends SIGHUP
+        assert server.process is not None
+        server.process.send_signal(signal.SIGHUP)
+
+        def all_reopened() -> bool:
+            text = log_file.read_text() if log_file.exists() else ""
+            return text.count("SIGHUP: reopened the log file") == 3
+
+        _wait_until(all_reopened, "the supervisor and both processes reopening", rotated)
+        text = log_file.read_text()
+        for writer in ("[supervisor pid ", "[process 1 pid ", "[process 2 pid "):
+            assert writer in text
+        assert server.process.poll() is None and server.request("GET", "/healthz")[0] == 200
+    finally:
+        assert server.stop() == 0
