@@ -33,7 +33,7 @@ from .handlers.live import LiveSocket
 from .hub import Hub
 from .logs import redacted_uri
 from .openapi import document
-from .proxies import Network, client_address, parse_networks
+from .proxies import Network, client_address, forwarded_protocol, parse_networks
 from .resources import data_dir
 from .service import ScoreboardService
 from .session import Sessions
@@ -115,7 +115,8 @@ class Application(tornado.web.Application):
     """Tornado's application, with the client address settled before any handler runs.
 
     Behind `--trusted-proxies`, `request.remote_ip` becomes the forwarded client address, so
-    that rate limits, logs and every handler see the player rather than the proxy.
+    that rate limits, logs and every handler see the player rather than the proxy, and
+    `request.protocol` the scheme the player used (a proxy that ends TLS talks HTTP to us).
     """
 
     def __init__(self, *args: Any, trusted_proxies: tuple[Network, ...] = (), **kwargs: Any):
@@ -124,8 +125,10 @@ class Application(tornado.web.Application):
 
     def find_handler(self, request: HTTPServerRequest, **kwargs: Any) -> Any:
         if self.trusted_proxies and request.remote_ip:
-            request.remote_ip = client_address(
-                request.remote_ip, request.headers, self.trusted_proxies
+            peer = request.remote_ip
+            request.remote_ip = client_address(peer, request.headers, self.trusted_proxies)
+            request.protocol = forwarded_protocol(
+                peer, request.headers, self.trusted_proxies, request.protocol
             )
         return super().find_handler(request, **kwargs)
 
@@ -183,10 +186,16 @@ def resolve_jwt_secret(settings: Settings, store: Store) -> bytes:
     return stored.encode()
 
 
-def build_services(settings: Settings) -> Services:
-    """Open and migrate the database, settle the token keys, build the service."""
+def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    """Open and migrate the database, settle the token keys, build the service.
+
+    `migrate=False`: a process of `--processes N`, whose parent migrated for all of them.
+    """
     store = Store(settings.database_url)
-    store.migrate()
+    if migrate:
+        store.migrate()
+    elif store.file is not None:
+        store.file.adopt()  # as migrate() does last: from here on, this file is the database
     public_key = (
         Path(settings.jwt_public_key_file).read_bytes() if settings.jwt_public_key_file else None
     )

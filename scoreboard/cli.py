@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import errno
 import faulthandler
+import functools
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -30,6 +32,7 @@ from .errors import ScoreboardError
 from .handlers.base import Services
 from .handlers.http_server import ScoreboardHTTPServer
 from .store import Store
+from .supervisor import Supervisor
 
 log = logging.getLogger("scoreboard")
 
@@ -283,19 +286,14 @@ class StartupFailed(Exception):
 
 
 def serve(settings: config.Settings) -> int:
-    if settings.processes > 1:
-        print(
-            "scoreboard: --processes above 1 is not available yet; "
-            "start one process per port with --redis-url instead",
-            file=sys.stderr,
-        )
-        return 2
     # SQLite maps its -shm file into memory: if that file is truncated or its disk fills, the
     # kernel kills the process with SIGBUS. That cannot be caught, but it can be told: the
     # fault handler writes which signal it was and every thread's stack to standard error.
     faulthandler.enable()
     # Until the loop's own handler is installed, a SIGHUP (log rotation) must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if settings.processes > 1:
+        return _serve_processes(settings)
     try:
         # Cheap checks first: a server that cannot listen must not create or migrate a database.
         context = _ssl_context(settings)
@@ -323,6 +321,68 @@ def serve(settings: config.Settings) -> int:
     return 0
 
 
+def _serve_processes(settings: config.Settings) -> int:
+    """`--processes N`: listen and migrate once here, then fork N servers on those sockets.
+
+    Cluster mode only (config.py requires --redis-url): the processes share the database and
+    keep each other's replicas current, so no single-server lock is taken. The sockets and
+    the migration come first so that their failures stay one line from one process; the
+    children are started by the supervisor, which restarts one that dies.
+    """
+    logs.label_process(f"supervisor pid {os.getpid()}")
+    try:
+        context = _ssl_context(settings)
+        sockets = _bind(settings)
+        with _database_failures(settings):
+            _prepare_database(settings)
+    except StartupFailed as exc:
+        return _startup_failed(exc)
+    scheme = "https" if context is not None else "http"
+    log.info(
+        "serving on %s://%s:%d with %d processes",
+        scheme,
+        settings.host,
+        settings.port,
+        settings.processes,
+    )
+    processes = Supervisor(
+        settings.processes, functools.partial(_serve_one_of_many, settings, sockets, context)
+    )
+    status = processes.run()
+    if processes.failure is not None:
+        print(f"scoreboard: {processes.failure}", file=sys.stderr)
+    return status
+
+
+def _prepare_database(settings: config.Settings) -> None:
+    """Migrate, and settle the token secret, once for every process (a generated one is made
+    and logged here, not by N children racing to store theirs)."""
+    store = Store(settings.database_url)
+    try:
+        store.migrate()
+        resolve_jwt_secret(settings, store)
+    finally:
+        # Before the fork: no child may inherit this engine's pooled connections.
+        store.close()
+
+
+def _serve_one_of_many(
+    settings: config.Settings,
+    sockets: list[socket.socket],
+    context: ssl.SSLContext | None,
+    index: int,
+) -> int:
+    """One forked process of `--processes N`: its own services and loop on the shared sockets."""
+    logs.label_process(f"process {index} pid {os.getpid()}")
+    try:
+        services = _open_services(settings, migrate=False)
+    except StartupFailed as exc:
+        print(f"scoreboard: process {index}: {exc}", file=sys.stderr)
+        return 1
+    asyncio.run(_serve(services, sockets, context))
+    return 0
+
+
 def _startup_failed(exc: StartupFailed) -> int:
     log.debug("start-up failed", exc_info=True)
     print(f"scoreboard: {exc}", file=sys.stderr)
@@ -344,10 +404,10 @@ def _ssl_context(settings: config.Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _open_services(settings: config.Settings) -> Services:
-    """Open and migrate the database; its failures become one line naming the database."""
+def _open_services(settings: config.Settings, *, migrate: bool = True) -> Services:
+    """Open (and migrate) the database; its failures become one line naming the database."""
     with _database_failures(settings):
-        return build_services(settings)
+        return build_services(settings, migrate=migrate)
 
 
 def _lock_database(settings: config.Settings) -> DatabaseLock:
@@ -439,5 +499,3 @@ async def shutdown(services: Services) -> None:
     if services.redis is not None:
         await services.redis.aclose()
     await asyncio.get_running_loop().run_in_executor(None, services.store.close)
-    if services.redis is not None:
-        await services.redis.aclose()

@@ -97,6 +97,17 @@ def configure(level: str, log_file: str | None = None) -> None:
     root.setLevel(level.upper())
 
 
+def label_process(label: str) -> None:
+    """Name the writing process on every later line: `… INFO [process 2 pid 4242] scoreboard: …`.
+
+    With `--processes N` all processes write to one standard error or one log file; without
+    the label nobody could tell whose line a failure is.
+    """
+    labelled = f"%(asctime)s %(levelname)s [{label.replace('%', '%%')}] %(name)s: %(message)s"
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(labelled))
+
+
 def reopen() -> None:
     """SIGHUP: reopen the log file (after logrotate moved it); a no-op, logged, on stderr."""
     files = [h for h in logging.getLogger().handlers if isinstance(h, _ReopenableFileHandler)]

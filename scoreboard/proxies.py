@@ -1,8 +1,9 @@
-"""Which address a request comes from, when reverse proxies stand in front of the server.
+"""Which address a request comes from, and over which scheme, when reverse proxies stand in
+front of the server.
 
-`X-Forwarded-For` and `X-Real-IP` are believed only when the connection's peer is one of the
-configured trusted proxies (`--trusted-proxies`); from anyone else they are ignored, or any
-client could pick the address its rate limits are counted under.
+`X-Forwarded-For`, `X-Real-IP` and `X-Forwarded-Proto` are believed only when the connection's
+peer is one of the configured trusted proxies (`--trusted-proxies`); from anyone else they are
+ignored, or any client could pick the address its rate limits are counted under.
 """
 
 from __future__ import annotations
@@ -59,3 +60,19 @@ def client_address(peer: str, headers: Mapping[str, str], trusted: tuple[Network
         return str(current)
     real = _address(headers.get("X-Real-IP") or "")
     return str(real) if real is not None else peer
+
+
+def forwarded_protocol(
+    peer: str, headers: Mapping[str, str], trusted: tuple[Network, ...], current: str
+) -> str:
+    """`https` or `http` as a trusted proxy says the client spoke it (`X-Forwarded-Proto`).
+
+    A proxy that ends TLS talks plain HTTP to us; without this, the log-in cookie of a
+    browser on HTTPS would lose its `Secure` flag. The nearest proxy's value counts (the
+    last of a list), as for addresses; anything but http or https leaves `current`.
+    """
+    address = _address(peer)
+    if address is None or not _trusted(address, trusted):
+        return current
+    said = (headers.get("X-Forwarded-Proto") or "").split(",")[-1].strip().lower()
+    return said if said in ("http", "https") else current

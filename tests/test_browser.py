@@ -560,3 +560,88 @@ def test_firefox_over_webdriver_bidi_sees_a_live_update(tmp_path):
         assert report["ok"] and report["browser"].startswith("firefox/")
     finally:
         server.stop(signal.SIGTERM)
+
+
+# -- through nginx, in front of a cluster -----------------------------------------------------
+
+
+def test_a_page_through_nginx_stays_live_when_its_cluster_process_dies(
+    browser, tmp_path, postgres_url, private_redis
+):
+    """docs/deploy/nginx.conf in front of three cluster processes: a person logs in and
+    watches a board through nginx; the process holding the page's WebSocket is killed; the
+    page reconnects through nginx to another process and shows the next score."""
+    from nginx_process import NginxProcess, nginx_binary
+
+    binary = nginx_binary()
+    if binary is None:
+        missing_service("nginx is not installed (Debian package nginx)")
+    servers = [
+        ServerProcess(
+            postgres_url,
+            tmp_path / f"server{i}.log",
+            "--redis-url", private_redis.url,
+            "--trusted-proxies", "127.0.0.1",
+            "--shutdown-spread", "0.2",
+        )
+        for i in range(3)
+    ]  # fmt: skip
+    proxy = NginxProcess(binary, tmp_path / "nginx", [f"127.0.0.1:{s.port}" for s in servers])
+    page = None
+    try:
+        for server in servers:
+            server.start()
+        proxy.start()
+        site = Site(servers[0])
+        site.register("viewer")
+        site.post("ann", 10)
+        page = browser.new_page()
+        log_in(page, proxy.base_url, "viewer", next_path=f"/boards/{site.board}")
+        wait_state(page, "live")
+        wait_row(page, "ann", 10, timeout_ms=5000)
+
+        site.post("bob", 20)  # posted to one process, seen through whichever holds the page
+        wait_row(page, "bob", 20, timeout_ms=5000)
+
+        holder = next(s for s in servers if _websockets(s) == 1)
+        holder.stop(signal.SIGKILL)
+        _post_through(proxy.base_url, site, "cat", 30)
+        wait_row(page, "cat", 30, timeout_ms=30_000)
+        wait_state(page, "live", timeout_ms=30_000)
+        assert standings(page) == [("1", "cat", "30"), ("2", "bob", "20"), ("3", "ann", "10")]
+    finally:
+        if page is not None:
+            page.close()
+        proxy.stop()
+        for server in servers:
+            if server.process is not None:
+                server.stop(signal.SIGKILL)
+
+
+def _websockets(server: ServerProcess) -> int:
+    """Open WebSocket connections of one process, from its own /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("scoreboard_ws_connections "):
+                return int(float(line.split()[1]))
+    return 0
+
+
+def _post_through(base_url: str, site: Site, user_id: str, score: int) -> None:
+    """A score posted through nginx (with a key, so nginx may replay it on another process)."""
+    import urllib.request
+    import uuid
+
+    request = urllib.request.Request(
+        f"{base_url}/api/boards/{site.board}/scores",
+        json.dumps({"user_id": user_id, "score": score}).encode(),
+        {
+            "Authorization": f"Bearer {site.poster}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": uuid.uuid4().hex,
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200

@@ -219,6 +219,28 @@ async def test_the_admin_page_is_for_admins(api):
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_behind_a_proxy_that_ends_tls_the_log_in_cookie_is_secure(make_api):
+    """nginx ends TLS and says so in X-Forwarded-Proto: the cookie must still be Secure."""
+    for trusted, secure in (("127.0.0.1",), True), ((), False):
+        api = await make_api(trusted_proxies=trusted)
+        await register(api, "viewer")
+        browser = Browser(api)
+        headers = {"X-Forwarded-Proto": "https"}
+        page = await browser.fetch("GET", "/login", headers=headers)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert xsrf, page.text
+        response = await browser.fetch(
+            "POST",
+            "/login",
+            body=urlencode({"_xsrf": xsrf.group(1), "username": "viewer", "password": PASSWORD}),
+            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status == 303
+        cookie = next(c for c in response.headers.get_list("Set-Cookie") if TOKEN_COOKIE in c)
+        assert ("Secure" in cookie) is secure, cookie
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_logging_in_sets_an_http_only_cookie_and_never_puts_the_token_in_a_page(api):
     await api.make_board("quiz")
     await register(api, "viewer")

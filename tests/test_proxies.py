@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from scoreboard.config import ConfigError, parse_settings
-from scoreboard.proxies import client_address
+from scoreboard.proxies import client_address, forwarded_protocol
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -76,3 +76,19 @@ async def test_from_an_untrusted_peer_forwarded_headers_are_ignored(make_api, ca
     assert await _logins(api, "203.0.113.2", 1) == [429]
     assert "203.0.113" not in caplog.text
     assert "(127.0.0.1)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("peer", "said", "expected"),
+    [
+        ("10.0.0.2", "https", "https"),
+        ("10.0.0.2", "HTTPS", "https"),
+        ("10.0.0.2", "http, https", "https"),  # the nearest proxy's word counts
+        ("10.0.0.2", "gopher", "http"),
+        ("10.0.0.2", None, "http"),
+        ("203.0.113.7", "https", "http"),  # not a trusted proxy: ignored
+    ],
+)
+def test_forwarded_protocol(peer, said, expected):
+    headers = {} if said is None else {"X-Forwarded-Proto": said}
+    assert forwarded_protocol(peer, headers, TRUSTED, "http") == expected
