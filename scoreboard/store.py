@@ -403,6 +403,11 @@ class Store:
             row = conn.execute(sa.select(boards).where(boards.c.id == board_id)).first()
             return None if row is None else self._load_board(conn, row)
 
+    def board_seqs(self) -> dict[str, int]:
+        """Every board's id and seq: one cheap read that says which boards changed."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(boards.c.id, boards.c.seq)).tuples().all())
+
     def load_board_settings(self, board_id: str) -> tuple[BoardConfig, float | None] | None:
         """A board's settings and when its reset_schedule last changed, without its records
         (a cluster process applying another's edit); None when the board does not exist."""

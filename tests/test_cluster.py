@@ -372,6 +372,30 @@ def test_redis_stopped_and_restarted_mid_run_loses_nothing(cluster: Cluster, pri
         watcher.close()
 
 
+def test_while_redis_is_away_other_processes_changes_still_arrive(cluster: Cluster, private_redis):
+    """No record crosses without Redis: each process compares the boards' seqs with the
+    database's every 2 s and reads back the ones another process moved on (or made)."""
+    a, b, _ = cluster.servers
+    cluster.make_board("quiet")
+    private_redis.stop()
+    for server in cluster.servers:
+        wait_for("/readyz 503", lambda s=server: s.request("GET", "/readyz")[0] == 503)
+    poster = Poster([b])
+    try:
+        status, answer = poster.post(b, "quiet", {"user_id": "far", "score": 7})
+        assert status == 200, answer
+    finally:
+        poster.close()
+    # a made no change of its own to that board, so no gap of its own could show it the score.
+    wait_for("a holds b's score", lambda: standings(a, "quiet") == (1, [("far", 7, 0)]), 15)
+    body = {"id": "made-on-b", "title": "made on b"}
+    status, answer = b.request("POST", "/api/boards", body, ADMIN_TOKEN)
+    assert status == 201, answer
+    wait_for("a has b's new board", lambda: board_of(a, "made-on-b"), 15)
+    assert b.request("DELETE", "/api/boards/quiet", token=ADMIN_TOKEN)[0] == 204
+    wait_for("a forgot the deleted board", lambda: board_of(a, "quiet") is None, 15)
+
+
 def test_a_process_killed_with_sigkill_catches_up_when_restarted(cluster: Cluster):
     a, b, c = cluster.servers
     cluster.make_board("race", order="asc")

@@ -13,9 +13,10 @@ may still be on their way) -> answer from the Outcome of that apply -> store the
 the idempotency key.
 
 Redis away: commits and answers go on (the replica applies this process's own changes; a gap
-left by another's is read back from the database after half a second), `/readyz` says 503
-naming Redis, and when the subscription is back every board is read back and its listeners
-get `board_reset`, so clients get fresh snapshots.
+left by another's is read back from the database after half a second, and every 2 s the
+boards' seqs are compared with the database's so that other processes' changes still arrive),
+`/readyz` says 503 naming Redis, and when the subscription is back every board is read back
+and its listeners get `board_reset`, so clients get fresh snapshots.
 
 About 500 lines: the score path, the admin changes, applying records and reading boards back
 are one state machine over the same boards, waiters and read-backs.
@@ -61,6 +62,9 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBE_WAIT_S = 5.0  # at start-up, how long the load waits for the subscription
 GAP_CHECK_S = 0.1  # how often boards with a missing change are looked for
+# While Redis is away, how often the boards' seqs are compared with the database's, so that
+# other processes' changes still arrive (by reading those boards back) within seconds.
+REDIS_AWAY_POLL_S = 2.0
 APPLY_WAIT_S = 5.0  # an answer waits this long for its change to be applied, then reads back
 # A key's first request, committed on some process, is answered well within this (its wait,
 # then a read-back); a reuse waits for that answer this long, looking every ANSWER_POLL_S.
@@ -96,6 +100,8 @@ class ClusterService(ScoreboardService):
         self._resync: asyncio.Task[None] | None = None
         self._resync_again = False  # the subscription came back again during a resync
         self._gap_check: asyncio.TimerHandle | None = None
+        self._away_poll: asyncio.TimerHandle | None = None
+        self._away_polling: asyncio.Task[None] | None = None
         # When each board was last deleted (monotonic s): a read that began before then
         # must not bring it back.
         self._deleted_at: dict[str, float] = {}
@@ -115,6 +121,7 @@ class ClusterService(ScoreboardService):
             log.warning("Redis does not answer; loading the boards without it")
         await super().load()
         self._gap_check = loop.call_later(GAP_CHECK_S, self._check_gaps)
+        self._away_poll = loop.call_later(REDIS_AWAY_POLL_S, self._poll_while_redis_is_away)
 
     def _boards_loaded(self) -> None:
         for board_id, state in self.boards.items():
@@ -132,6 +139,11 @@ class ClusterService(ScoreboardService):
         if self._gap_check is not None:
             self._gap_check.cancel()
             self._gap_check = None
+        if self._away_poll is not None:
+            self._away_poll.cancel()
+            self._away_poll = None
+        if self._away_polling is not None:
+            self._away_polling.cancel()
         await self.bus.close()
         for task in [*self._read_backs.values(), self._resync]:
             if task is not None:
@@ -412,6 +424,30 @@ class ClusterService(ScoreboardService):
             log.info("board %s: a change went missing; reading the board back", board_id)
             self._read_back_later(board_id)
         self._gap_check = asyncio.get_running_loop().call_later(GAP_CHECK_S, self._check_gaps)
+
+    def _poll_while_redis_is_away(self) -> None:
+        """Without Redis no record arrives from other processes: compare every board's seq
+        with the database's instead, and read back the boards that moved on."""
+        loop = asyncio.get_running_loop()
+        self._away_poll = loop.call_later(REDIS_AWAY_POLL_S, self._poll_while_redis_is_away)
+        if self.bus.connected or (self._away_polling is not None and not self._away_polling.done()):
+            return
+        self._away_polling = loop.create_task(self._catch_up_from_the_database())
+
+    async def _catch_up_from_the_database(self) -> None:
+        loop = asyncio.get_running_loop()
+        known = set(self.boards)  # committed before the read began: gone if it lacks them
+        try:
+            stored = await loop.run_in_executor(None, self.store.board_seqs)
+        except Exception as exc:  # the database is away too: its own watch says so
+            log.debug("comparing board seqs failed: %s", exc)
+            return
+        for board_id, seq in stored.items():
+            applied = self.replica.applied(board_id)
+            if applied is None or seq > applied:
+                self._read_back_later(board_id)  # changed, or made, by another process
+        for board_id in [b for b in known if b not in stored and b in self.boards]:
+            self._board_gone(board_id)  # deleted by another process
 
     def _read_back_later(self, board_id: str) -> None:
         if board_id not in self._read_backs:
