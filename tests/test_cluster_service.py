@@ -15,6 +15,7 @@ import pytest
 
 from scoreboard.auth import Identity, Role
 from scoreboard.cluster.pgwrites import ClusterScore
+from scoreboard.errors import NotFound
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.gen_test(timeout=60)]
 
@@ -89,3 +90,24 @@ async def test_a_scheduled_reset_every_process_attempts_happens_once(two_service
             (1, 1, "scheduled")
         ]
     assert a.boards["d"].ranks.seq == b.boards["d"].ranks.seq == 2
+
+
+async def test_a_score_for_a_board_made_elsewhere_a_moment_ago_is_not_a_404(two_services):
+    a, b = await two_services()
+    heard = b._received
+
+    def deaf_to_new_boards(change) -> None:
+        # As if the record announcing the board were still on its way from Redis.
+        if getattr(change, "board_id", None) != "fresh":
+            heard(change)
+
+    b.bus._on_change = deaf_to_new_boards
+    await a.create_board({"id": "fresh", "title": "Fresh"})
+    assert "fresh" not in b.boards
+    answer = await b.submit_score(SERVER, "fresh", {"user_id": "early", "score": 3})
+    assert (answer["board"], answer["rank"], answer["seq"]) == ("fresh", 1, 1)
+    assert standings(b, "fresh") == [("early", 3)]
+    # A board nobody made is still a 404, and leaves nothing behind.
+    with pytest.raises(NotFound):
+        await b.submit_score(SERVER, "never-made", {"user_id": "x", "score": 1})
+    assert "never-made" not in b.boards

@@ -153,6 +153,25 @@ class ClusterService(ScoreboardService):
 
     # -- scores ----------------------------------------------------------------------------
 
+    async def _submit_score(
+        self, identity: Identity, board_id: str, body: dict[str, Any], key: str | None
+    ) -> dict[str, Any]:
+        if self.ready and board_id not in self.boards:
+            await self._take_board_made_elsewhere(board_id)
+        return await super()._submit_score(identity, board_id, body, key)
+
+    async def _take_board_made_elsewhere(self, board_id: str) -> None:
+        """A board created on another process a moment ago may not have reached this one:
+        a score for it must not be a 404. Ask the database (one primary-key read) and, if
+        the board is there, read it back before going on."""
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(None, self.store.load_board_settings, board_id)
+        except Exception:  # the database is away: the score path answers not_ready itself
+            return
+        if found is not None:
+            await self._read_back(board_id)
+
     async def _apply_and_commit(
         self,
         identity: Identity,
