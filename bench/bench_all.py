@@ -396,7 +396,9 @@ async def spread_frames(
         cpu_base = cpu() - cpu_before
         if any(group.errors or group.open_clients != len(group.clients) for group in groups):
             raise RuntimeError(f"cluster frames: client errors {[dict(g.errors) for g in groups]}")
-        return SpreadRun(delivered / elapsed, (cpu_with - cpu_base) / delivered * 1e6)
+        # /proc counts in clock ticks: rounded to 1 us, so that equal counts differ by 0.
+        fanout_cpu = round(cpu_with - cpu_base, 6)
+        return SpreadRun(delivered / elapsed, fanout_cpu / delivered * 1e6)
     finally:
         for group in groups:
             group.close()
@@ -956,8 +958,9 @@ async def cluster_rows(sizes: Sizes, report: Report, say: Callable[[str], None])
     report.notes.append(
         "cluster: both processes, PostgreSQL, Redis and the load generator share this "
         "machine's cores. The posting process's own subscribers also get a change only once "
-        "Redis has carried it back, so 'posting process' differs from cross-process by little; "
-        "'one process without Redis' is the cost of cluster mode. Frames/s: back-to-back "
+        "Redis has carried it back, so 'posting process' includes the Redis hop as well; "
+        "against 'one process without Redis' (same PostgreSQL) is what cluster mode costs "
+        "a subscriber. Frames/s: back-to-back "
         "rounds (one post, then every frame), so a round includes the commit and the Redis "
         "hop; with 2 processes the two fan-outs can run on both cores at once only while the "
         "load generator (one process reading every socket) waits, so on 2 cores this is the "
