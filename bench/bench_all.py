@@ -1,7 +1,8 @@
 """Every performance figure of the targets, each next to its peer or floor measured in the same run.
 
-    make bench                      # default sizes (about 10 minutes on 2 cores)
+    make bench                      # default sizes (about 12 minutes on 2 cores)
     make bench-smoke                # BENCH_SIZE=tiny: every benchmark, tiny sizes, nothing judged
+    python bench/bench_all.py --only cluster    # the cluster rows alone (2 minutes)
 
 Not a test: it prints one table (figure | this project | peer/floor | ratio | target | met?)
 with the date, the machine and its load. These machines are shared and their speed differs from
@@ -23,10 +24,18 @@ counts; absolute times only calibrate. Every figure is the median of several run
 - Durable HTTP posts/s with 50 keep-alive clients against bench/peers/bare_post.py (the same JWT
   and JSON work, storing nothing); WebSocket submit_score/s with 50 connections, 20 in flight.
 - Rank lookup / update at 1M players (bench_ranking.py); start-up with 1M stored scores.
+- Cluster mode (bench_cluster.py: a scratch PostgreSQL database and a private redis-server, or
+  BENCH_POSTGRES_URL / BENCH_REDIS_URL; without them the rows say "not measured", and under
+  SCOREBOARD_REQUIRE_SERVICES=1 the run fails): two processes, 1,000 subscribers on A, 100
+  posts/s to B, against the same posts to A and against one process on PostgreSQL without
+  Redis (the loadtest code as above); and score_update frames/s with 2,000 subscribers spread
+  over the two processes, against all of them on one, with the server CPU per delivered frame
+  summed over both processes (measured as the CPU per delivered frame row is).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime
@@ -42,13 +51,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_cluster
 import bench_ws
 from bench_ws import JWT_SECRET, cpu_seconds, free_port, rss_bytes, stop_process, token
 
@@ -143,6 +153,28 @@ def scoreboard(max_connections: int, *extra: str, interval: int | None = None) -
         yield Peer(server.pid, server.port)
 
 
+@contextlib.contextmanager
+def cluster(
+    services: bench_cluster.Services,
+    processes: int,
+    max_connections: int,
+    *extra: str,
+    redis: bool = True,
+) -> Iterator[list[Peer]]:
+    """`processes` run.py processes on their own ports, one scratch PostgreSQL database, and
+    the Redis of `services` (or none: `redis=False` and one process, no cluster at all)."""
+    redis_url = services.redis_url if redis else None
+    with services.scratch_database() as database_url, contextlib.ExitStack() as stack:
+        peers = []
+        for number in range(processes):  # one after another: the first migrates the database
+            port = free_port()
+            command = bench_cluster.server_command(
+                port, database_url, redis_url, max_connections, *extra
+            )
+            peers.append(stack.enter_context(running(command, port, "/readyz", f"node{number}")))
+        yield peers
+
+
 def npm_peers() -> str | None:
     """Installs the npm peers (pinned by package-lock.json); the reason if that fails."""
     if shutil.which("npm") is None or shutil.which("node") is None:
@@ -224,7 +256,7 @@ async def frames_cpu(server: FanoutServer, clients: int, broadcasts: int, runs: 
         group = ClientGroup(target, server.protocol)
         try:
             if server.bearer:
-                trigger, baseline = await scoreboard_triggers(http, group)
+                trigger, baseline = await scoreboard_triggers([http])
                 requests = [
                     upgrade_request(
                         target.host_header, server.path, {"Authorization": f"Bearer {t}"}
@@ -273,20 +305,25 @@ def peer_triggers(http: HttpConnection) -> tuple[Callable[[], Awaitable[None]], 
 
 
 async def scoreboard_triggers(
-    http: HttpConnection, group: ClientGroup
+    https: Sequence[HttpConnection],
 ) -> tuple[Callable[[], Awaitable[None]], ...]:
-    """Posts that put a new score on top of board `b` (watched) or `quiet` (nobody watches)."""
+    """Posts that put a new score on top of board `b` (watched) or `quiet` (nobody watches),
+    each to the next of `https` in turn (the processes of a cluster, or one server)."""
     admin, feeder = token("bench-admin", "admin"), token("bench-feeder", "server")
     for board in ("b", "quiet"):
         body = {"id": board, "title": board, "operator": "set"}
-        status, answer = await http.request("POST", "/api/boards", body, admin)
-        if status >= 300:
+        status, answer = await https[0].request("POST", "/api/boards", body, admin)
+        if status >= 300 and status != 409:  # 409: made by an earlier run on this cluster
             raise RuntimeError(f"create board {board}: {status} {answer[:200]!r}")
+        for http in https[1:]:  # the other processes of a cluster read the new board back
+            await wait_for_board(http, board)
     counter = iter(range(1, 1 << 40))
+    base = loadtest.score_base(time.time())  # above the scores of an earlier run's posts
 
     async def post(board: str) -> None:
         n = next(counter)
-        body = {"user_id": f"player{n % 10}", "score": 1_000_000 + n}
+        body = {"user_id": f"player{n % 10}", "score": base + n}
+        http = https[n % len(https)]
         status, answer = await http.request("POST", f"/api/boards/{board}/scores", body, feeder)
         if status >= 300:
             raise RuntimeError(f"post: {status} {answer[:200]!r}")
@@ -295,6 +332,78 @@ async def scoreboard_triggers(
         await post("b")
         await post("quiet")
     return (lambda: post("b")), (lambda: post("quiet"))
+
+
+async def wait_for_board(http: HttpConnection, board: str) -> None:
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+    reader = token("bench-admin", "admin")
+    while (await http.request("GET", f"/api/boards/{board}", bearer=reader))[0] != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"board {board} not on port {http.target.port} in time")
+        await asyncio.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class SpreadRun:
+    frames_per_s: float
+    cpu_us: float  # per delivered frame, summed over the cluster's processes
+
+
+async def spread_frames(
+    cluster: Sequence[Peer], spread: int, clients: int, broadcasts: int
+) -> SpreadRun:
+    """Subscribers of board `b` spread evenly over the first `spread` processes of `cluster`,
+    and posts in turn to the same processes; back-to-back rounds of one post, then wait until
+    every subscriber has its frame. Frames/s over those rounds; server CPU of every process in
+    the cluster per delivered frame, less the same number of posts to the unwatched board (so
+    the posts' own work, replication included, is not counted: the fan-out is)."""
+    used = cluster[:spread]
+    https = [await HttpConnection(Target(HOST, peer.port)).open() for peer in used]
+    groups = [ClientGroup(Target(HOST, peer.port), Protocol.SCOREBOARD) for peer in used]
+    try:
+        trigger, baseline = await scoreboard_triggers(https)
+        first = 0
+        for group, share in zip(groups, loadtest.split(clients, spread), strict=True):
+            tokens = [token(f"sub{i}") for i in range(first, first + share)]
+            await group.connect(loadclient.bearer_requests(group.target, "/ws?board=b", tokens))
+            first += share
+        connected = sum(len(group.clients) for group in groups)
+        if connected != clients:
+            errors = [dict(group.errors) for group in groups]
+            raise RuntimeError(f"cluster frames: {connected}/{clients} connected, {errors}")
+        await asyncio.sleep(SETTLE_S)
+
+        def frames() -> int:
+            return sum(group.frames for group in groups)
+
+        def cpu() -> float:
+            return sum(cpu_seconds(peer.pid) for peer in cluster)
+
+        frames_before, cpu_before = frames(), cpu()
+        started = time.monotonic()
+        for _ in range(broadcasts):
+            goal = frames() + clients
+            await trigger()
+            await wait_for(lambda goal=goal: frames() >= goal, "cluster frames")
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(SETTLE_S)
+        delivered = frames() - frames_before
+        cpu_with = cpu() - cpu_before
+        cpu_before = cpu()
+        for _ in range(broadcasts):
+            await baseline()
+        await asyncio.sleep(SETTLE_S)
+        cpu_base = cpu() - cpu_before
+        if any(group.errors or group.open_clients != len(group.clients) for group in groups):
+            raise RuntimeError(f"cluster frames: client errors {[dict(g.errors) for g in groups]}")
+        # /proc counts in clock ticks: rounded to 1 us, so that equal counts differ by 0.
+        fanout_cpu = round(cpu_with - cpu_base, 6)
+        return SpreadRun(delivered / elapsed, fanout_cpu / delivered * 1e6)
+    finally:
+        for group in groups:
+            group.close()
+        for http in https:
+            http.close()
 
 
 # -- memory per idle connection -----------------------------------------------------------------
@@ -347,47 +456,59 @@ class LatencyRun:
 async def latency_runs(
     subscribers: int, rate: float, seconds: float, runs: int
 ) -> list[LatencyRun]:
-    processes = 1 if subscribers <= 2000 else 2  # one process reads ~100k frames/s at most
-    results = []
     with scoreboard(subscribers + FD_MARGIN) as proc:
-        target = Target(HOST, proc.port)
-        for run in range(runs):
-            metrics_http = await HttpConnection(target).open()
-            before = await scrape(metrics_http)
-            options = loadtest.Options(
-                url=f"http://{target.host_header}",
-                clients=subscribers,
-                rate=rate,
-                duration=seconds,
-                board="b",
-                processes=processes,
-                subscriber_tokens=[token(f"sub{i}") for i in range(subscribers)],
-                poster_token=token("bench-feeder", "server"),
-                admin_token=token("bench-admin", "admin"),
-                create_board=run == 0,
-                # Frames are timed when the kernel received them, so that this process's own
-                # delay in reading 1,000s of sockets is not counted as the server's.
-                kernel_timestamps=True,
-            )
-            summary = await loadtest.run(options)
-            after = await scrape(metrics_http)
-            metrics_http.close()
-            lag = after.loop_lag.minus(before.loop_lag)
-            results.append(
-                LatencyRun(
-                    p50_ms=summary["latency_ms"]["p50"],
-                    p99_ms=summary["latency_ms"]["p99"],
-                    loop_lag_p99_ms=lag.quantile(0.99) * 1000,
-                    client_lag_p99_ms=summary["client"]["loop_lag_ms"]["p99"],
-                    read_delay_p99_ms=summary["client"]["read_delay_ms"]["p99"],
-                    delivered=f"{summary['deliveries']['delivered']}/"
-                    f"{summary['deliveries']['expected']}",
-                )
-            )
-            if summary["errors"] or summary["posts"]["failed"]:
-                print(f"  latency run {run + 1}: errors {summary['errors']} "
-                      f"{summary['posts']['failed']}", file=sys.stderr)  # fmt: skip
-    return results
+        return [
+            await latency_run(proc, subscribers, rate, seconds, create_board=run == 0)
+            for run in range(runs)
+        ]
+
+
+async def latency_run(
+    subscribed: Peer,
+    subscribers: int,
+    rate: float,
+    seconds: float,
+    *,
+    create_board: bool,
+    posted: Peer | None = None,
+) -> LatencyRun:
+    """One `run.py loadtest` run: `subscribers` on `subscribed`, posts to `posted` (another
+    process of a cluster) or to the same server; the loop lag is the subscribers' server's."""
+    processes = 1 if subscribers <= 2000 else 2  # one process reads ~100k frames/s at most
+    target = Target(HOST, subscribed.port)
+    metrics_http = await HttpConnection(target).open()
+    before = await scrape(metrics_http)
+    options = loadtest.Options(
+        url=f"http://{target.host_header}",
+        clients=subscribers,
+        rate=rate,
+        duration=seconds,
+        board="b",
+        processes=processes,
+        subscriber_tokens=[token(f"sub{i}") for i in range(subscribers)],
+        poster_token=token("bench-feeder", "server"),
+        admin_token=token("bench-admin", "admin"),
+        create_board=create_board,
+        # Frames are timed when the kernel received them, so that this process's own
+        # delay in reading 1,000s of sockets is not counted as the server's.
+        kernel_timestamps=True,
+        post_url=None if posted is None else f"http://{HOST}:{posted.port}",
+    )
+    summary = await loadtest.run(options)
+    after = await scrape(metrics_http)
+    metrics_http.close()
+    lag = after.loop_lag.minus(before.loop_lag)
+    if summary["errors"] or summary["posts"]["failed"]:
+        print(f"  latency run: errors {summary['errors']} {summary['posts']['failed']}",
+              file=sys.stderr)  # fmt: skip
+    return LatencyRun(
+        p50_ms=summary["latency_ms"]["p50"],
+        p99_ms=summary["latency_ms"]["p99"],
+        loop_lag_p99_ms=lag.quantile(0.99) * 1000,
+        client_lag_p99_ms=summary["client"]["loop_lag_ms"]["p99"],
+        read_delay_p99_ms=summary["client"]["read_delay_ms"]["p99"],
+        delivered=f"{summary['deliveries']['delivered']}/{summary['deliveries']['expected']}",
+    )
 
 
 async def scrape(http: HttpConnection) -> bench_ws.Metrics:
@@ -581,7 +702,7 @@ class Row:
     peer: float | None = None
     target: str = ""
     met: Callable[[float, float | None], bool] | None = None  # (ours, ratio) -> met?
-    note: str = ""
+    not_measured: str = ""  # why there is no figure (a service this machine lacks)
 
     @property
     def ratio(self) -> float | None:
@@ -601,6 +722,7 @@ def fmt(value: float | None, unit: str) -> str:
 @dataclass
 class Report:
     size: str
+    cluster_only: bool = False
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -616,7 +738,8 @@ class Report:
         print(f"Scoreboard benchmark ({self.size} sizes), {today}, {elapsed_s / 60:.1f} min")
         print(f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}")
         print(f"load: {uptime}")
-        print(f"command: BENCH_SIZE={self.size} {Path(sys.executable).name} bench/bench_all.py")
+        print(f"command: BENCH_SIZE={self.size} {Path(sys.executable).name} bench/bench_all.py"
+              + (" --only cluster" if self.cluster_only else ""))  # fmt: skip
         print()
         header = ("figure", "this project", "peer/floor", "ratio", "target", "met?")
         lines = [header]
@@ -626,8 +749,11 @@ class Report:
             if row.met is not None and row.ours is not None and self.size != "tiny":
                 met = "yes" if row.met(row.ours, ratio) else "NO"
             peer = f"{row.peer_name} {fmt(row.peer, row.unit)}" if row.peer_name else "-"
+            ours = fmt(row.ours, row.unit)
+            if row.not_measured:
+                ours = f"not measured: {row.not_measured}"
             lines.append(
-                (row.figure, fmt(row.ours, row.unit), peer,
+                (row.figure, ours, peer,
                  f"{ratio:.2f}x" if ratio is not None else "-", row.target, met)
             )  # fmt: skip
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -655,12 +781,18 @@ def runs_text(values: list[float], unit: str) -> str:
     return f"{text} {unit}".rstrip()
 
 
-async def main_async(size: str, sizes: Sizes, report: Report) -> None:
+async def main_async(sizes: Sizes, report: Report, cluster_only: bool) -> None:
     started = time.monotonic()
 
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:5.0f} s] {text}", file=sys.stderr, flush=True)
 
+    if not cluster_only:
+        await single_process_rows(sizes, report, say)
+    await cluster_rows(sizes, report, say)
+
+
+async def single_process_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) -> None:
     # 1. CPU per delivered frame
     npm_problem = npm_peers()
     bun = npm_problem or bun_problem()
@@ -794,7 +926,145 @@ async def main_async(size: str, sizes: Sizes, report: Report) -> None:
     report.notes.append(f"start-up {runs_text(times, 's')}")
 
 
+async def cluster_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) -> None:
+    """6. Cluster mode: two processes on PostgreSQL and Redis; each figure against the same
+    cluster with subscribers and posts on one process."""
+    subscribers, fanout = f"{sizes.latency_small:,}", f"{sizes.frames_clients:,}"
+    latency_rows = [
+        Row(f"cross-process delivery p50, {subscribers} subs", None, "ms", "posting process",
+            target="reference"),
+        Row(f"cross-process delivery p99, {subscribers} subs", None, "ms", "posting process",
+            target="reference"),
+        Row("  same, vs one process without Redis", None, "ms", "1 process", target="reference"),
+    ]  # fmt: skip
+    frames_rows = [
+        Row(f"frames/s, {fanout} subs over 2 processes", None, "/s", "1 process",
+            target="reference"),
+        Row("  CPU per delivered frame, summed", None, "us", "1 process", target="reference"),
+    ]  # fmt: skip
+    report.rows += latency_rows + frames_rows
+    try:
+        with bench_cluster.services() as services:
+            await cluster_latency(services, sizes, report, latency_rows, say)
+            await cluster_frames(services, sizes, report, frames_rows, say)
+    except bench_cluster.Unavailable as exc:
+        why = f"{exc}: {exc.detail}" if exc.detail else str(exc)
+        if os.environ.get("SCOREBOARD_REQUIRE_SERVICES") == "1":
+            raise RuntimeError(f"cluster rows: {why} (SCOREBOARD_REQUIRE_SERVICES=1)") from exc
+        for row in latency_rows + frames_rows:
+            row.not_measured = str(exc)
+        report.notes.append(f"cluster rows not measured: {why}")
+        return
+    report.notes.append(
+        "cluster: both processes, PostgreSQL, Redis and the load generator share this "
+        "machine's cores. The posting process's own subscribers also get a change only once "
+        "Redis has carried it back, so 'posting process' includes the Redis hop as well; "
+        "against 'one process without Redis' (same PostgreSQL) is what cluster mode costs "
+        "a subscriber. Frames/s: back-to-back "
+        "rounds (one post, then every frame), so a round includes the commit and the Redis "
+        "hop; with 2 processes the two fan-outs can run on both cores at once only while the "
+        "load generator (one process reading every socket) waits, so on 2 cores this is the "
+        "split of the fan-out, not a second machine's capacity. '1 process' keeps the second "
+        "process running with no subscribers (it still applies every change)."
+    )
+
+
+async def cluster_latency(
+    services: bench_cluster.Services,
+    sizes: Sizes,
+    report: Report,
+    rows: list[Row],
+    say: Callable[[str], None],
+) -> None:
+    """Posted to process B -> received on process A, against posted to A, and against one
+    process on PostgreSQL without Redis; the three in turn, in a different order each run."""
+    subscribers = sizes.latency_small
+    with (
+        cluster(services, 2, subscribers + FD_MARGIN) as (a, b),
+        cluster(services, 1, subscribers + FD_MARGIN, redis=False) as (alone,),
+    ):
+        for peer in (a, alone):
+            await create_board(peer, "b")
+        http = await HttpConnection(Target(HOST, b.port)).open()
+        await wait_for_board(http, "b")
+        http.close()
+        figures: dict[str, list[LatencyRun]] = {"cross": [], "same": [], "alone": []}
+        setups = [
+            ("cross", a, b, "subscribers on A, posts to B"),
+            ("same", a, a, "subscribers and posts on A"),
+            ("alone", alone, alone, "one process without Redis"),
+        ]
+        for run in range(sizes.latency_runs):
+            # Rotated, so that no setup always runs on a warmer (or busier) machine.
+            for name, subscribed, posted, what in setups[run % 3 :] + setups[: run % 3]:
+                say(f"cluster latency: run {run + 1}, {subscribers} subs, {what}")
+                figures[name].append(
+                    await latency_run(subscribed, subscribers, sizes.latency_rate,
+                                      sizes.latency_seconds, create_board=False, posted=posted)
+                )  # fmt: skip
+    p50s = {name: [r.p50_ms for r in runs] for name, runs in figures.items()}
+    p99s = {name: [r.p99_ms for r in runs] for name, runs in figures.items()}
+    rows[0].ours, rows[0].peer = median(p50s["cross"]), median(p50s["same"])
+    rows[1].ours, rows[1].peer = median(p99s["cross"]), median(p99s["same"])
+    rows[2].ours, rows[2].peer = median(p99s["cross"]), median(p99s["alone"])
+    for name, what in (("cross", "cross-process"), ("same", "posting process"),
+                       ("alone", "one process without Redis")):  # fmt: skip
+        runs = figures[name]
+        report.notes.append(
+            f"latency {what}, {subscribers:,} subs, {sizes.latency_rate:g} posts/s: p50 "
+            f"{runs_text(p50s[name], 'ms')}, p99 {runs_text(p99s[name], 'ms')}, delivered "
+            f"{', '.join(r.delivered for r in runs)}; load generator kernel -> read delay p99 "
+            f"{runs_text([r.read_delay_p99_ms for r in runs], 'ms')} (not counted)"
+        )
+
+
+async def create_board(peer: Peer, board: str) -> None:
+    http = await HttpConnection(Target(HOST, peer.port)).open()
+    try:
+        body = {"id": board, "title": board, "operator": "set"}
+        status, answer = await http.request("POST", "/api/boards", body, token("a", "admin"))
+        if status >= 300:
+            raise RuntimeError(f"create board {board}: {status} {answer[:200]!r}")
+    finally:
+        http.close()
+
+
+async def cluster_frames(
+    services: bench_cluster.Services,
+    sizes: Sizes,
+    report: Report,
+    rows: list[Row],
+    say: Callable[[str], None],
+) -> None:
+    """Subscribers over 2 processes against all on one, alternating, same cluster."""
+    clients, broadcasts = sizes.frames_clients, sizes.broadcasts
+    one: list[SpreadRun] = []
+    two: list[SpreadRun] = []
+    with cluster(services, 2, clients + FD_MARGIN, "--broadcast-interval-ms", "1") as peers:
+        for run in range(sizes.frames_runs):
+            order = [(one, 1), (two, 2)] if run % 2 == 0 else [(two, 2), (one, 1)]
+            for results, spread in order:
+                say(f"cluster frames: run {run + 1}, {clients} subs over {spread} process(es)")
+                results.append(await spread_frames(peers, spread, clients, broadcasts))
+    rows[0].ours = median([r.frames_per_s for r in two])
+    rows[0].peer = median([r.frames_per_s for r in one])
+    rows[1].ours = median([r.cpu_us for r in two])
+    rows[1].peer = median([r.cpu_us for r in one])
+    report.notes.append(
+        f"cluster frames/s, {clients:,} subs, broadcast window 1 ms: 2 processes "
+        f"{runs_text([r.frames_per_s for r in two], '/s')}; "
+        f"1 process {runs_text([r.frames_per_s for r in one], '/s')}; CPU per frame "
+        f"{runs_text([r.cpu_us for r in two], 'us')} against "
+        f"{runs_text([r.cpu_us for r in one], 'us')}"
+    )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", choices=["cluster"], help="measure only these rows (cluster: section 6)"
+    )
+    cluster_only = parser.parse_args().only == "cluster"
     size = os.environ.get("BENCH_SIZE", "default")
     if size not in SIZES:
         sys.exit(f"bench_all: BENCH_SIZE must be one of {', '.join(SIZES)}, got {size!r}")
@@ -803,9 +1073,9 @@ def main() -> None:
     bench_ws.raise_fd_limit(largest + FD_MARGIN)
     # SIGTERM unwinds like Ctrl-C, so every server started is stopped by the `finally`s.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    report = Report(size)
+    report = Report(size, cluster_only)
     started = time.monotonic()
-    asyncio.run(main_async(size, sizes, report))
+    asyncio.run(main_async(sizes, report, cluster_only))
     report.print(time.monotonic() - started)
 
 

@@ -279,6 +279,9 @@ class Options:
     create_board: bool = False
     kernel_timestamps: bool = False
     progress: TextIO | None = None
+    # Post to this server instead of `url`: another process of a cluster, so that the figures
+    # include the hop from the posting process to the subscribers' one.
+    post_url: str | None = None
 
 
 async def prepare_board(http: HttpConnection, options: Options) -> None:
@@ -498,6 +501,7 @@ async def run(options: Options) -> dict[str, Any]:
     """One load test: connect, post on schedule for `duration`, drain, and summarize."""
     loop = asyncio.get_running_loop()
     target = Target.from_url(options.url)
+    post_target = target if options.post_url is None else Target.from_url(options.post_url)
     http = await HttpConnection(target).open()
     children: Children | None = None
     group = ClientGroup(target, Protocol.SCOREBOARD, kernel_timestamps=options.kernel_timestamps)
@@ -546,16 +550,17 @@ async def run(options: Options) -> dict[str, Any]:
                 children.tell({"sent": [[index, when]]})
 
         if options.via == "ws":
-            poster_group = ClientGroup(target, Protocol.SUBMITTER)
+            poster_group = ClientGroup(post_target, Protocol.SUBMITTER)
             count = math.ceil(options.rate / WS_POSTS_PER_CONNECTION_S)
-            requests = bearer_requests(target, "/ws", [options.poster_token] * count)
+            requests = bearer_requests(post_target, "/ws", [options.poster_token] * count)
             try:
                 await poster_group.connect(requests)
             except (HandshakeRefused, OSError) as exc:
-                raise LoadtestError(describe_connect_failure(exc, options.url)) from None
+                post_url = options.post_url or options.url
+                raise LoadtestError(describe_connect_failure(exc, post_url)) from None
             poster = WsPoster(poster_group.clients, board=options.board, base=base, on_sent=on_sent)
         else:
-            post_http = await HttpConnection(target).open()
+            post_http = await HttpConnection(post_target).open()
             poster = HttpPoster(
                 post_http, options.poster_token, board=options.board, base=base, on_sent=on_sent
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ import sys
 import pytest
 from server_process import REPO, SECRET, ServerProcess
 
+from scoreboard import loadtest as loadtest_module
 from scoreboard.loadtest import schedule, score_base, split
 
 # -- pure parts -------------------------------------------------------------------------------
@@ -132,6 +134,43 @@ def test_tokens_file_and_kernel_timestamps(server, tmp_path):
     summary = check_full_delivery(result, clients=5, posts=10)
     assert summary["kernel_timestamps"] is True
     assert summary["client"]["read_delay_ms"]["count"] > 0  # kernel stamps were read
+
+
+@pytest.mark.parametrize("via", ["http", "ws"])
+def test_post_url_sends_the_posts_to_that_server(server, tmp_path, via):
+    """Subscribers on one server, posts to another: in a cluster (bench_all.py's cluster rows)
+    the first carries them; here the two are unrelated, so the second stores every post and
+    the first's subscribers see none of them."""
+    other = ServerProcess(
+        f"sqlite:///{tmp_path / 'other.db'}", tmp_path / "other.log", "--log-level", "warning"
+    ).start()
+    try:
+        admin = server.token("admin", "admin")
+        for each in (server, other):
+            board = {"id": "lt", "title": "lt", "operator": "set"}
+            assert each.request("POST", "/api/boards", board, admin)[0] == 201
+        options = loadtest_module.Options(
+            url=server.base_url,
+            clients=3,
+            rate=10,
+            duration=1,
+            board="lt",
+            via=via,
+            drain=0.5,
+            subscriber_tokens=[server.token("reader")],
+            poster_token=server.token("feeder", "server"),
+            post_url=other.base_url,
+        )
+        summary = asyncio.run(loadtest_module.run(options))
+        assert summary["connect"]["connected"] == 3
+        assert summary["posts"]["accepted"] == 10 and summary["posts"]["failed"] == {}
+        assert summary["deliveries"] == {"expected": 30, "delivered": 0}
+        status, stored = other.request("GET", "/api/boards/lt/leaderboard", token=admin)
+        assert status == 200 and stored["total"] == 10  # posts cycle over 10 players
+        status, untouched = server.request("GET", "/api/boards/lt/leaderboard", token=admin)
+        assert status == 200 and untouched["total"] == 0
+    finally:
+        other.stop()
 
 
 def test_missing_board_is_named_unless_created(server):
