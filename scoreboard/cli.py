@@ -2,7 +2,7 @@
 
 Subcommands: serve (default), migrate, token, user create, board create, loadtest.
 
-About 500 lines: serving (one process, or N under the supervisor) and every subcommand's
+About 520 lines: serving (one process, or N under the supervisor) and every subcommand's
 parser. The loadtest parser (about 70 lines) is the next piece that could join loadtest.py.
 """
 
@@ -302,14 +302,11 @@ def serve(settings: config.Settings) -> int:
         context = _ssl_context(settings)
         sockets = _bind(settings)
         # One database, one single-process server: held until this process ends. A cluster's
-        # processes share their database by design (PostgreSQL decides every change).
-        lock = _lock_database(settings) if settings.redis_url is None else None
+        # processes share their database by design (PostgreSQL decides every change), so
+        # they hold it shared (dblock.py).
+        lock = _lock_database(settings)
     except LockHeld as held:
-        print(
-            f"scoreboard: another server is running on this database ({held} is held)",
-            file=sys.stderr,
-        )
-        return 2
+        return _lock_held(settings, held)
     except StartupFailed as exc:
         return _startup_failed(exc)
     try:
@@ -319,25 +316,37 @@ def serve(settings: config.Settings) -> int:
             return _startup_failed(exc)
         asyncio.run(_serve(services, sockets, context))
     finally:
-        if lock is not None:
-            lock.release()  # after the store's last commit
+        lock.release()  # after the store's last commit
     return 0
+
+
+def _lock_held(settings: config.Settings, held: LockHeld) -> int:
+    if settings.redis_url is None:
+        what = "another server is running on this database"
+    else:
+        what = "a single-process server (no --redis-url) is running on this database"
+    print(f"scoreboard: {what} ({held} is held)", file=sys.stderr)
+    return 2
 
 
 def _serve_processes(settings: config.Settings) -> int:
     """`--processes N`: listen and migrate once here, then fork N servers on those sockets.
 
     Cluster mode only (config.py requires --redis-url): the processes share the database and
-    keep each other's replicas current, so no single-server lock is taken. The sockets and
-    the migration come first so that their failures stay one line from one process; the
-    children are started by the supervisor, which restarts one that dies.
+    keep each other's replicas current; each holds the database lock shared (dblock.py). The
+    sockets, the lock check and the migration come first so that their failures stay one line
+    from one process; the children are started by the supervisor, which restarts one that dies.
     """
     logs.label_process(f"supervisor pid {os.getpid()}")
     try:
         context = _ssl_context(settings)
         sockets = _bind(settings)
+        # Only a look: a lock held across the fork would be one session shared by N children.
+        _lock_database(settings).release()
         with _database_failures(settings):
             _prepare_database(settings)
+    except LockHeld as held:
+        return _lock_held(settings, held)
     except StartupFailed as exc:
         return _startup_failed(exc)
     scheme = "https" if context is not None else "http"
@@ -378,11 +387,21 @@ def _serve_one_of_many(
     """One forked process of `--processes N`: its own services and loop on the shared sockets."""
     logs.label_process(f"process {index} pid {os.getpid()}")
     try:
-        services = _open_services(settings, migrate=False)
+        lock = _lock_database(settings)  # shared with the other processes (dblock.py)
+    except LockHeld as held:
+        return _lock_held(settings, held)
     except StartupFailed as exc:
         print(f"scoreboard: process {index}: {exc}", file=sys.stderr)
         return 1
-    asyncio.run(_serve(services, sockets, context))
+    try:
+        try:
+            services = _open_services(settings, migrate=False)
+        except StartupFailed as exc:
+            print(f"scoreboard: process {index}: {exc}", file=sys.stderr)
+            return 1
+        asyncio.run(_serve(services, sockets, context))
+    finally:
+        lock.release()
     return 0
 
 
@@ -415,7 +434,7 @@ def _open_services(settings: config.Settings, *, migrate: bool = True) -> Servic
 
 def _lock_database(settings: config.Settings) -> DatabaseLock:
     """Take the one-server lock of the database (LockHeld when another server has it)."""
-    lock = DatabaseLock(settings.database_url)
+    lock = DatabaseLock(settings.database_url, shared=settings.redis_url is not None)
     with _database_failures(settings):
         lock.acquire()
     return lock

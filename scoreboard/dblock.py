@@ -5,6 +5,11 @@ behind its back) on the same database would diverge from it. Without cluster mod
 therefore holds this lock while it runs, and `run.py board|user …` takes it to write the
 database directly, or finds it held and goes through the running server's HTTP API.
 
+The processes of a cluster share their database by design, so each holds the lock *shared*:
+together they keep out a single-process server and a management command that would write
+behind their backs (it finds the lock held and goes through a process's API instead), and a
+single-process server keeps them out.
+
 - SQLite: `flock` on `<database file>.lock`, a lock the kernel drops when the process dies,
   however it dies (kill -9 included), so a crashed server never leaves a stale lock.
 - PostgreSQL: `pg_try_advisory_lock` on a connection of its own kept open for the process's
@@ -35,8 +40,9 @@ class LockHeld(Exception):
 class DatabaseLock:
     """The exclusive lock of one database; `acquire()` or LockHeld, `release()` when done."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, shared: bool = False) -> None:
         self.url = sa.make_url(database_url)
+        self.shared = shared  # a cluster process's hold: other shared holders are welcome
         self.backend = self.url.get_backend_name()
         self._fd: int | None = None
         self._engine: Any = None
@@ -76,7 +82,7 @@ class DatabaseLock:
             # and says so in its own words.
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise LockHeld(self.name) from None
@@ -86,7 +92,8 @@ class DatabaseLock:
         # A pool of one that is never returned: the lock lives exactly as long as this session.
         self._engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
         conn = self._engine.connect()
-        got = conn.execute(sa.text(f"SELECT pg_try_advisory_lock({SERVER_LOCK_ID})")).scalar()
+        take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
+        got = conn.execute(sa.text(f"SELECT {take}({SERVER_LOCK_ID})")).scalar()
         conn.commit()  # the lock is a session lock: it outlives this transaction
         if not got:
             conn.close()

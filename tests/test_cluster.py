@@ -13,6 +13,7 @@ import json
 import random
 import signal
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ import jwt
 import psycopg
 import pytest
 import websocket
-from server_process import SECRET, ServerProcess
+from server_process import REPO, SECRET, ServerProcess
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -592,3 +593,81 @@ def board_list(server: ServerProcess) -> list | None:
     except OSError:
         return None
     return answer if status == 200 else None
+
+
+def manage(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`run.py board|user …` with the cluster's flags, aimed at `server`'s port."""
+    return subprocess.run(
+        server.command("--port", str(server.port), *args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_management_commands_go_through_a_running_process_so_every_process_sees_them(
+    cluster: Cluster,
+):
+    a, b, c = cluster.servers
+    made = manage(b, "board", "create", "cli", "--title", "Made by run.py", "--operator", "incr")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines()[-1] == f"(through the running server at {b.base_url})"
+    for server in cluster.servers:
+        wait_for(f"the board on {server.port}", lambda s=server: board_of(s, "cli"))
+    status, answer = a.request(
+        "POST", "/api/boards/cli/scores", {"user_id": "p", "score": 4}, ADMIN_TOKEN
+    )
+    assert status == 200, answer
+    reset = manage(c, "board", "reset", "cli")
+    assert reset.returncode == 0, reset.stderr
+    for server in cluster.servers:
+        wait_for(f"the reset on {server.port}", lambda s=server: standings(s, "cli") == (2, []))
+        assert board_of(server, "cli")["season"] == 2
+
+    # With every process stopped, the command writes the database, and the processes read
+    # it when they start.
+    assert cluster.stop() == [0, 0, 0]
+    offline = manage(a, "board", "create", "later", "--title", "Later")
+    assert offline.returncode == 0, offline.stderr
+    assert "written to the database directly" in offline.stdout
+    a.start()
+    assert board_of(a, "later") is not None
+
+
+def test_a_cluster_and_a_single_process_server_keep_each_other_off_one_database(
+    cluster: Cluster, tmp_path: Path, private_redis
+):
+    # The cluster's processes hold the database lock shared: a server without --redis-url,
+    # which would keep its own memory beside theirs, is refused in one line.
+    single = ServerProcess(cluster.database_url, tmp_path / "single.log")
+    result = subprocess.run(
+        single.command("--port", str(single.port)), cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "another server is running on this database" in result.stderr
+    assert "advisory lock" in result.stderr and "Traceback" not in result.stderr
+
+    # And the other way round: with a single-process server running, no cluster process starts.
+    assert cluster.stop() == [0, 0, 0]
+    single.start()
+    try:
+        late = cluster.servers[0]
+        result = subprocess.run(
+            late.command("--port", str(late.port), *late.extra_args),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2
+        assert "a single-process server (no --redis-url) is running" in result.stderr
+        supervised = subprocess.run(
+            late.command("--port", str(late.port), *late.extra_args, "--processes", "2"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert supervised.returncode == 2
+        assert "a single-process server (no --redis-url) is running" in supervised.stderr
+    finally:
+        assert single.stop() == 0
