@@ -399,6 +399,11 @@ def test_three_cluster_processes_behind_nginx_and_one_killed(
             private_redis.url,
             "--trusted-proxies",
             "127.0.0.1",
+            # These raw clients answer pings only while they read, and they read one at a time:
+            # on a loaded machine one could sit unread past two ping intervals and be closed for
+            # it, a reconnect this test would wrongly blame on the killed process.
+            "--ping-interval",
+            "600",
         )
         for i in range(3)
     ]

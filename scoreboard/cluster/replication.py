@@ -18,7 +18,7 @@ boards' seqs are compared with the database's so that other processes' changes s
 `/readyz` says 503 naming Redis, and when the subscription is back every board is read back
 and its listeners get `board_reset`, so clients get fresh snapshots.
 
-About 500 lines: the score path, the admin changes, applying records and reading boards back
+About 550 lines: the score path, the admin changes, applying records and reading boards back
 are one state machine over the same boards, waiters and read-backs.
 """
 
