@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     # `run.py token alice --database-url …`: the server flags work after a subcommand too.
     for leaf in (migrate, token, *leaves):
         config.add_flags(leaf, after_subcommand=True)
-    _add_loadtest_parser(commands)
+    # `run.py loadtest … --jwt-secret …` too; its --processes is its own (child processes).
+    config.add_flags(
+        _add_loadtest_parser(commands), after_subcommand=True, leave_out=("processes",)
+    )
     return parser
 
 
@@ -80,8 +83,8 @@ def _positive(kind: type) -> Any:
     return parse
 
 
-def _add_loadtest_parser(commands: Any) -> None:
-    loadtest = commands.add_parser(
+def _add_loadtest_parser(commands: Any) -> argparse.ArgumentParser:
+    loadtest: argparse.ArgumentParser = commands.add_parser(
         "loadtest",
         help="load generator: N WebSocket subscribers, scores posted at a rate, latency figures",
         description="Opens N authenticated subscribers of a board, posts scores at a fixed "
@@ -128,6 +131,7 @@ def _add_loadtest_parser(commands: Any) -> None:
         action="store_true",
         help="time frames by the kernel's receive timestamp (SO_TIMESTAMPNS), not at read",
     )
+    return loadtest
 
 
 def main(argv: Sequence[str] | None = None) -> int:

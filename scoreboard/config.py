@@ -144,15 +144,24 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def add_flags(parser: argparse.ArgumentParser, *, after_subcommand: bool = False) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    after_subcommand: bool = False,
+    leave_out: tuple[str, ...] = (),
+) -> None:
     """Add every settings flag to `parser`; unset flags stay None so the env/default applies.
 
     `after_subcommand`: the flags of a subcommand's parser, so that `run.py token alice
     --database-url …` works too; absent there, they leave the main parser's value alone.
+    `leave_out`: settings whose flag the subcommand spells differently (loadtest's own
+    `--processes`); they are still taken before the subcommand.
     """
     group = parser.add_argument_group("server settings")
     defaults = Settings()
     for flag in FLAGS:
+        if flag.name in leave_out:
+            continue
         default = argparse.SUPPRESS if after_subcommand else None
         text = f"{flag.help} (default: {_shown(getattr(defaults, flag.name))}; env {flag.env})"
         if flag.kind is bool:

@@ -465,6 +465,18 @@ def test_log_level_is_case_insensitive_and_global_flags_follow_a_subcommand(tmp_
     assert mixed.returncode == 0, mixed.stderr
 
 
+def test_loadtest_takes_the_server_flags_after_it_but_keeps_its_own_processes():
+    from scoreboard import config
+    from scoreboard.cli import build_parser
+
+    argv = ["loadtest", "--url", "http://127.0.0.1:1", "--clients", "2", "--rate", "1"]
+    argv += ["--duration", "1", "--jwt-secret", SECRET, "--processes", "3"]
+    args = build_parser().parse_args(argv)
+    settings = config.settings_from(args, {})
+    assert settings.jwt_secret == SECRET  # the server's secret, given after the subcommand
+    assert args.loadtest_processes == 3 and settings.processes == 1
+
+
 def _one_line_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
