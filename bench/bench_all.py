@@ -222,11 +222,20 @@ class FanoutServer:
     path: str
     broadcasts_share: float = 1.0  # of Sizes.broadcasts: slow peers get fewer to stay in budget
     bearer: bool = False  # the scoreboard: one token each, a board to subscribe to
+    stats_path: str = ""  # a JSON summary the server keeps of its broadcasts, read at the end
+
+
+@dataclass(frozen=True)
+class FramesCpu:
+    runs_us: list[float]  # server CPU per delivered frame, one figure per run
+    server_stats: dict[str, float]  # what `stats_path` answered after the runs, if any
 
 
 def peer_command(name: str, port: int) -> list[str]:
     py = [sys.executable]
-    gilfree = [*py, str(PEERS / "gilfree_peer.py"), "--port", str(port), "--loop", "c"]
+    if name == "gilfree":  # built (or found built) only when asked for: it needs a compiler
+        return [*py, str(PEERS / "gilfree_peer.py"), "--port", str(port), "--loop", "c",
+                "--ext", str(fanout_extension())]  # fmt: skip
     return {
         "floor": [*py, str(PEERS / "tornado_peer.py"), "--port", str(port), "--mode", "floor"],
         "write_message": [
@@ -235,7 +244,6 @@ def peer_command(name: str, port: int) -> list[str]:
         "python-socketio": [*py, str(PEERS / "socketio_py_peer.py"), "--port", str(port)],
         "socket.io": ["node", str(PEERS / "socketio_node_peer.js"), str(port)],
         "bun": [str(PEERS / "node_modules/.bin/bun"), str(PEERS / "bun_peer.js"), str(port)],
-        "gilfree": [*gilfree, "--ext", str(fanout_extension())],
     }[name]  # fmt: skip
 
 
@@ -270,7 +278,7 @@ async def wait_for(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.0005)
 
 
-async def frames_cpu(server: FanoutServer, clients: int, broadcasts: int, runs: int) -> list[float]:
+async def frames_cpu(server: FanoutServer, clients: int, broadcasts: int, runs: int) -> FramesCpu:
     """Server CPU per delivered frame, µs, one figure per run."""
     with server.start(clients + FD_MARGIN) as proc:
         target = Target(HOST, proc.port)
@@ -311,7 +319,13 @@ async def frames_cpu(server: FanoutServer, clients: int, broadcasts: int, runs: 
                 results.append((cpu_with - cpu_base) / frames * 1e6)
             if group.errors or group.open_clients != len(group.clients):
                 raise RuntimeError(f"{server.name}: client errors {dict(group.errors)}")
-            return results
+            stats = {}
+            if server.stats_path:
+                status, body = await http.request("GET", server.stats_path)
+                if status != 200:
+                    raise RuntimeError(f"{server.name}: GET {server.stats_path}: {status}")
+                stats = json.loads(body)
+            return FramesCpu(results, stats)
         finally:
             group.close()
             http.close()
@@ -840,7 +854,7 @@ async def frames_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) 
         FanoutServer("socket.io", peer("socket.io"), Protocol.SOCKETIO,
                      "/socket.io/?EIO=4&transport=websocket"),
         FanoutServer("bun", peer("bun"), Protocol.PLAIN, "/ws"),
-        FanoutServer("gilfree", peer("gilfree"), Protocol.PLAIN, "/ws"),
+        FanoutServer("gilfree", peer("gilfree"), Protocol.PLAIN, "/ws", stats_path="/stats"),
     ]  # fmt: skip
     cpu: dict[str, float | None] = {}
     for server in servers:
@@ -851,9 +865,15 @@ async def frames_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) 
             continue
         broadcasts = max(3, round(sizes.broadcasts * server.broadcasts_share))
         say(f"frames: {server.name}, {sizes.frames_clients} clients x {broadcasts} broadcasts")
-        values = await frames_cpu(server, sizes.frames_clients, broadcasts, sizes.frames_runs)
-        cpu[server.name] = median(values)
-        report.notes.append(f"CPU/frame {server.name}: {runs_text(values, 'us')}")
+        measured = await frames_cpu(server, sizes.frames_clients, broadcasts, sizes.frames_runs)
+        cpu[server.name] = median(measured.runs_us)
+        report.notes.append(f"CPU/frame {server.name}: {runs_text(measured.runs_us, 'us')}")
+        if server.name == "gilfree":
+            stats = measured.server_stats
+            report.notes.append(
+                f"C send loop: {stats['short_writes']:,} of {stats['sockets']:,} sends fell "
+                f"short and went through the Python path, {stats['failed']:,} failed"
+            )
     n = f"{sizes.frames_clients:,}"
     ours = cpu["scoreboard"]
     report.rows += [
