@@ -18,7 +18,8 @@ counts; absolute times only calibrate. Every figure is the median of several run
   Node.js socket.io 4 and Bun's built-in server (npm packages pinned in bench/peers/package.json,
   installed by this script into bench/peers/node_modules). A study, for reference: the floor
   with its send loop in C without the GIL (gilfree_peer.py; fanout_ext/fanout.c, compiled here
-  with the machine's C compiler, "not measured" without one).
+  with the machine's C compiler, "not measured" without one), and the same sends submitted
+  through io_uring (where liburing is installed).
 - Resident memory per idle authenticated connection at 10,000, against a bare Tornado handler.
 - Score posted -> frame received at 1,000 and 10,000 subscribers, 100 posts/s, default
   settings, through `run.py loadtest`'s code (frames timed by the kernel's receive timestamp,
@@ -233,8 +234,9 @@ class FramesCpu:
 
 def peer_command(name: str, port: int) -> list[str]:
     py = [sys.executable]
-    if name == "gilfree":  # built (or found built) only when asked for: it needs a compiler
-        return [*py, str(PEERS / "gilfree_peer.py"), "--port", str(port), "--loop", "c",
+    if name in ("gilfree", "uring"):  # built (or found) only when asked for: needs a compiler
+        return [*py, str(PEERS / "gilfree_peer.py"), "--port", str(port),
+                "--loop", "c" if name == "gilfree" else "uring",
                 "--ext", str(fanout_extension())]  # fmt: skip
     return {
         "floor": [*py, str(PEERS / "tornado_peer.py"), "--port", str(port), "--mode", "floor"],
@@ -252,14 +254,14 @@ def fanout_extension() -> Path:
     return fanout_build.build(CACHE)
 
 
-def fanout_problem() -> str | None:
-    """Why the GIL-free C send loop cannot be measured here (built now, so that compiling is
-    not counted in the peer's CPU)."""
+def fanout_problems() -> tuple[str | None, str | None]:
+    """Why the GIL-free C send loop, and its io_uring variant, cannot be measured here (built
+    now, so that compiling is not counted in the peer's CPU)."""
     try:
-        fanout_extension()
+        built = fanout_extension()
     except fanout_build.Unavailable as exc:
-        return str(exc)
-    return None
+        return str(exc), str(exc)
+    return None, fanout_build.uring_problem(built)
 
 
 def peer(name: str) -> Callable[[int], contextlib.AbstractContextManager[Peer]]:
@@ -843,7 +845,8 @@ async def frames_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) 
     """1. CPU per delivered frame."""
     npm_problem = npm_peers()
     bun = npm_problem or bun_problem()
-    problems = {"socket.io": npm_problem, "bun": bun, "gilfree": fanout_problem()}
+    gilfree, uring = fanout_problems()
+    problems = {"socket.io": npm_problem, "bun": bun, "gilfree": gilfree, "uring": uring}
     servers = [
         FanoutServer("scoreboard", lambda n: scoreboard(n, interval=1), Protocol.SCOREBOARD,
                      "/ws?board=b", bearer=True),
@@ -855,6 +858,7 @@ async def frames_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) 
                      "/socket.io/?EIO=4&transport=websocket"),
         FanoutServer("bun", peer("bun"), Protocol.PLAIN, "/ws"),
         FanoutServer("gilfree", peer("gilfree"), Protocol.PLAIN, "/ws", stats_path="/stats"),
+        FanoutServer("uring", peer("uring"), Protocol.PLAIN, "/ws", stats_path="/stats"),
     ]  # fmt: skip
     cpu: dict[str, float | None] = {}
     for server in servers:
@@ -868,10 +872,10 @@ async def frames_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) 
         measured = await frames_cpu(server, sizes.frames_clients, broadcasts, sizes.frames_runs)
         cpu[server.name] = median(measured.runs_us)
         report.notes.append(f"CPU/frame {server.name}: {runs_text(measured.runs_us, 'us')}")
-        if server.name == "gilfree":
+        if measured.server_stats:
             stats = measured.server_stats
             report.notes.append(
-                f"C send loop: {stats['short_writes']:,} of {stats['sockets']:,} sends fell "
+                f"{server.name}: {stats['short_writes']:,} of {stats['sockets']:,} sends fell "
                 f"short and went through the Python path, {stats['failed']:,} failed"
             )
     n = f"{sizes.frames_clients:,}"
@@ -888,6 +892,8 @@ async def frames_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) 
             cpu["write_message"], "reference"),
         Row("  same, against a GIL-free C send loop (study)", ours, "us", "C send loop",
             cpu["gilfree"], "reference", peer_not_measured=problems["gilfree"] or ""),
+        Row("  same, against that loop on io_uring (study)", ours, "us", "io_uring loop",
+            cpu["uring"], "reference", peer_not_measured=problems["uring"] or ""),
     ]  # fmt: skip
 
 

@@ -2,8 +2,9 @@
 frames in order, also to a client too slow to take them when they are sent: the sends that fall
 short go through Tornado's stream, and that socket stays out of the C loop until it caught up.
 
-Needs a C compiler to build bench/peers/fanout_ext/fanout.c (skipped without one: the benchmark
-then says "not measured").
+Both loops: one send() per socket, and the same sends as io_uring requests. Needs a C compiler to
+build bench/peers/fanout_ext/fanout.c, and liburing for the second (skipped without them: the
+benchmark then says "not measured").
 """
 
 from __future__ import annotations
@@ -35,17 +36,19 @@ AFTER_FALLING_BEHIND = 100  # broadcasts while the slow client's stream has byte
 DEADLINE_S = 60.0
 
 
-@pytest.fixture
-def peer(tmp_path):
+@pytest.fixture(params=["c", "uring"])
+def peer(request, tmp_path):
     try:
         ext = fanout_build.build(tmp_path / "ext")
     except fanout_build.Unavailable as exc:
         pytest.skip(f"fanout extension not built: {exc}")
+    if request.param == "uring" and (problem := fanout_build.uring_problem(ext)):
+        pytest.skip(f"io_uring loop not built: {problem}")
     port = free_port()
     log = (tmp_path / "peer.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, str(REPO / "bench/peers/gilfree_peer.py"), "--port", str(port),
-         "--ext", str(ext)],
+         "--ext", str(ext), "--loop", request.param],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

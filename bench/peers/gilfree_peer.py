@@ -1,6 +1,6 @@
 """The Python floor with its send loop in C, without the GIL: a study of what that would buy.
 
-    python bench/peers/gilfree_peer.py --port P --ext DIR [--loop c|python] [--busy-thread]
+    python bench/peers/gilfree_peer.py --port P --ext DIR [--loop c|uring|python] [--busy-thread]
 
 The same server as tornado_peer.py's floor (same routes, same frame, same Tornado sockets),
 except that a broadcast is one call of fanout.send_all (fanout_ext/fanout.c, built by
@@ -9,6 +9,8 @@ array.array that changes only when a client comes or goes, and the frame; the C 
 each with the GIL released. A socket that did not take the whole frame (EAGAIN, or a short
 write) gets the rest through Tornado's stream, and stays out of the C loop until its stream has
 caught up, so that no frame overtakes the bytes queued before it; one that failed is closed.
+--loop uring does the same sends as io_uring requests (fanout.send_all_uring, built only where
+liburing is installed): a few system calls per broadcast instead of one per socket.
 
 --loop python sends with the floor's own Python loop instead (tornado_peer.send_frame), for the
 GIL study: --busy-thread runs a Python thread that only counts, and `GET /stats` answers (and
@@ -29,8 +31,8 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import tornado.web
 import tornado.websocket
@@ -40,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tornado_peer import FRAME_PAYLOAD, Noop, Ready, send_frame, server_frame
 
 WOULD_BLOCK = (0, errno.EAGAIN, errno.EWOULDBLOCK)  # 0: a short write
+# fanout.send_all or send_all_uring: (fds, frame) -> [(index, sent, errno)] of the shortfalls
+SendAll = Callable[["array.array[int]", bytes], list[tuple[int, int, int]]]
 
 
 class Counter:
@@ -71,8 +75,8 @@ class Stats:
 class Fanout:
     """Every connected handler, by fd; the fds of those with nothing queued as a C int array."""
 
-    def __init__(self, extension: ModuleType | None, counter: Counter | None) -> None:
-        self.extension = extension
+    def __init__(self, send_all: SendAll | None, counter: Counter | None) -> None:
+        self.send_all = send_all  # None: the floor's Python loop
         self.counter = counter
         self.handlers: dict[int, Subscriber] = {}
         self.backed_up: set[Subscriber] = set()  # their stream still has bytes queued
@@ -94,7 +98,7 @@ class Fanout:
         counter = self.counter
         busy_before = counter.count if counter else 0
         cpu_before, wall_before = time.thread_time(), time.perf_counter()
-        if self.extension is None:
+        if self.send_all is None:
             for handler in list(self.handlers.values()):
                 send_frame(handler, frame)
         else:
@@ -107,7 +111,7 @@ class Fanout:
         stats.sockets += len(self.handlers)
 
     def send_in_c(self, frame: bytes) -> None:
-        assert self.extension is not None
+        assert self.send_all is not None
         if self.backed_up:
             self.catch_up(frame)
         if self.changed:
@@ -116,7 +120,7 @@ class Fanout:
             )
             self.changed = False
         fds = self.clean_fds
-        shortfalls = self.extension.send_all(fds, frame)
+        shortfalls = self.send_all(fds, frame)
         for index, sent, error in shortfalls:
             handler = self.handlers[fds[index]]
             stream = handler.ws_connection.stream if handler.ws_connection else None
@@ -207,20 +211,21 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ext", type=Path, help="where fanout_build.py built fanout")
-    parser.add_argument("--loop", choices=["c", "python"], default="c")
+    parser.add_argument("--loop", choices=["c", "uring", "python"], default="c")
     parser.add_argument("--busy-thread", action="store_true")
     args = parser.parse_args()
-    extension = None
-    if args.loop == "c":
+    send_all = None
+    if args.loop != "python":
         if args.ext is None:
-            parser.error("--loop c needs --ext (see fanout_ext/fanout_build.py)")
+            parser.error(f"--loop {args.loop} needs --ext (see fanout_ext/fanout_build.py)")
         sys.path.insert(0, str(args.ext))
         extension = importlib.import_module("fanout")
+        send_all = extension.send_all if args.loop == "c" else extension.send_all_uring
     counter = None
     if args.busy_thread:
         counter = Counter()
         threading.Thread(target=counter.run, name="busy", daemon=True).start()
-    fanout = Fanout(extension, counter)
+    fanout = Fanout(send_all, counter)
     app = tornado.web.Application(
         [
             (r"/ws", Subscriber, {"fanout": fanout}),
