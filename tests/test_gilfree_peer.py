@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 
 import pytest
 from server_process import REPO, free_port
@@ -60,11 +61,23 @@ def peer(request, tmp_path):
             except OSError:
                 assert process.poll() is None and time.monotonic() < deadline, "peer did not start"
                 time.sleep(0.05)
-        yield port
+        yield Peer(port, process)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
         log.close()
+
+
+@dataclass
+class Peer:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """SIGTERM; its sockets close once the kernel sent what they had queued."""
+        self.process.terminate()
+        self.process.wait(timeout=DEADLINE_S)
 
 
 def connect(port: int, receive_buffer: int | None = None) -> socket.socket:
@@ -91,6 +104,14 @@ def stats(port: int) -> dict[str, int]:
         return json.loads(answer.read())
 
 
+def read_to_end(sock: socket.socket) -> bytes:
+    sock.settimeout(DEADLINE_S)
+    data = bytearray()
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    return bytes(data)
+
+
 def read_exactly(sock: socket.socket, size: int) -> bytes:
     sock.settimeout(DEADLINE_S)
     data = bytearray()
@@ -103,12 +124,15 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 def test_every_client_gets_every_frame_whole_even_one_that_falls_behind(peer):
     with contextlib.ExitStack() as closing:
-        fast = closing.enter_context(connect(peer))
-        slow = closing.enter_context(connect(peer, receive_buffer=4096))
-        trigger = http.client.HTTPConnection("127.0.0.1", peer, timeout=DEADLINE_S)
+        fast = closing.enter_context(connect(peer.port))
+        slow = closing.enter_context(connect(peer.port, receive_buffer=4096))
+        trigger = http.client.HTTPConnection("127.0.0.1", peer.port, timeout=DEADLINE_S)
         closing.callback(trigger.close)
         time.sleep(0.2)  # the server has run open() for both
-        check_delivery(trigger, fast, slow, peer)
+        check_delivery(trigger, fast, slow, peer.port)
+        # Nothing more, and nothing twice: once the server is gone, each has exactly that.
+        peer.stop()
+        assert read_to_end(fast) == read_to_end(slow) == b""
 
 
 def check_delivery(

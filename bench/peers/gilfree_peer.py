@@ -51,7 +51,6 @@ class Counter:
 
     def __init__(self) -> None:
         self.count = 0
-        self.started = time.perf_counter()
 
     def run(self) -> None:
         while True:
@@ -112,8 +111,7 @@ class Fanout:
 
     def send_in_c(self, frame: bytes) -> None:
         assert self.send_all is not None
-        if self.backed_up:
-            self.catch_up(frame)
+        behind = list(self.backed_up)  # before this frame's shortfalls join them
         if self.changed:
             self.clean_fds = array.array(
                 "i", (fd for fd, h in self.handlers.items() if h not in self.backed_up)
@@ -134,19 +132,22 @@ class Fanout:
             stream.write(memoryview(frame)[sent:])
             self.backed_up.add(handler)
             self.changed = True
+        if behind:
+            self.catch_up(behind, frame)
 
-    def catch_up(self, frame: bytes) -> None:
-        """The backed-up sockets get this frame the floor's way (after their queued bytes);
-        those whose stream has emptied go back into the C loop from the next broadcast."""
-        for handler in list(self.backed_up):
+    def catch_up(self, behind: list[Subscriber], frame: bytes) -> None:
+        """The sockets that were backed up (and so not in the C loop) get this frame the floor's
+        way, after their queued bytes; those whose stream has then nothing queued go back into
+        the C loop from the next broadcast."""
+        for handler in behind:
             stream = handler.ws_connection.stream if handler.ws_connection else None
             if stream is None or stream.closed():
                 self.backed_up.discard(handler)
                 continue
+            send_frame(handler, frame)
             if stream._total_write_index == stream._total_write_done_index:
                 self.backed_up.discard(handler)
                 self.changed = True
-            send_frame(handler, frame)
 
     def report(self) -> dict[str, float | int]:
         stats, counter = self.stats, self.counter
