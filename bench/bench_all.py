@@ -3,6 +3,7 @@
     make bench                      # default sizes (about 12 minutes on 2 cores)
     make bench-smoke                # BENCH_SIZE=tiny: every benchmark, tiny sizes, nothing judged
     python bench/bench_all.py --only cluster    # the cluster rows alone (2 minutes)
+    python bench/bench_all.py --only frames     # the CPU per delivered frame rows alone
 
 Not a test: it prints one table (figure | this project | peer/floor | ratio | target | met?)
 with the date, the machine and its load. These machines are shared and their speed differs from
@@ -15,7 +16,10 @@ counts; absolute times only calibrate. Every figure is the median of several run
   number of triggers that send nothing is subtracted. Peers (bench/peers/): the Python floor
   (bare Tornado, each socket's own `send`), Tornado `write_message` in a loop, python-socketio,
   Node.js socket.io 4 and Bun's built-in server (npm packages pinned in bench/peers/package.json,
-  installed by this script into bench/peers/node_modules).
+  installed by this script into bench/peers/node_modules). A study, for reference: the floor
+  with its send loop in C without the GIL (gilfree_peer.py; fanout_ext/fanout.c, compiled here
+  with the machine's C compiler, "not measured" without one), and the same sends submitted
+  through io_uring (where liburing is installed).
 - Resident memory per idle authenticated connection at 10,000, against a bare Tornado handler.
 - Score posted -> frame received at 1,000 and 10,000 subscribers, 100 posts/s, default
   settings, through `run.py loadtest`'s code (frames timed by the kernel's receive timestamp,
@@ -57,9 +61,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers" / "fanout_ext"))
 
 import bench_cluster
 import bench_ws
+import fanout_build
 from bench_ws import JWT_SECRET, cpu_seconds, free_port, rss_bytes, stop_process, token
 
 from scoreboard import loadclient, loadtest
@@ -217,10 +223,35 @@ class FanoutServer:
     path: str
     broadcasts_share: float = 1.0  # of Sizes.broadcasts: slow peers get fewer to stay in budget
     bearer: bool = False  # the scoreboard: one token each, a board to subscribe to
+    stats_path: str = ""  # a JSON summary the server keeps of its broadcasts, read at the end
+
+
+@dataclass(frozen=True)
+class FramesCpu:
+    runs_us: list[float]  # server CPU per delivered frame, one figure per run
+    softirq_runs_us: list[float]  # the kernel's ksoftirqd threads' CPU, the same way
+    server_stats: dict[str, float]  # what `stats_path` answered after the runs, if any
+
+
+def ksoftirqd_seconds() -> float:
+    """CPU time of the kernel's ksoftirqd threads: network work a sender's burst of packets
+    can leave to them, which its own CPU time then does not count."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            if "(ksoftirqd/" in text:
+                fields = text.rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def peer_command(name: str, port: int) -> list[str]:
     py = [sys.executable]
+    if name in ("gilfree", "uring"):  # built (or found) only when asked for: needs a compiler
+        return [*py, str(PEERS / "gilfree_peer.py"), "--port", str(port),
+                "--loop", "c" if name == "gilfree" else "uring",
+                "--ext", str(fanout_extension())]  # fmt: skip
     return {
         "floor": [*py, str(PEERS / "tornado_peer.py"), "--port", str(port), "--mode", "floor"],
         "write_message": [
@@ -230,6 +261,21 @@ def peer_command(name: str, port: int) -> list[str]:
         "socket.io": ["node", str(PEERS / "socketio_node_peer.js"), str(port)],
         "bun": [str(PEERS / "node_modules/.bin/bun"), str(PEERS / "bun_peer.js"), str(port)],
     }[name]  # fmt: skip
+
+
+def fanout_extension() -> Path:
+    """The directory holding fanout_ext/fanout.c compiled for this Python (built once, cached)."""
+    return fanout_build.build(CACHE)
+
+
+def fanout_problems() -> tuple[str | None, str | None]:
+    """Why the GIL-free C send loop, and its io_uring variant, cannot be measured here (built
+    now, so that compiling is not counted in the peer's CPU)."""
+    try:
+        built = fanout_extension()
+    except fanout_build.Unavailable as exc:
+        return str(exc), str(exc)
+    return None, fanout_build.uring_problem(built)
 
 
 def peer(name: str) -> Callable[[int], contextlib.AbstractContextManager[Peer]]:
@@ -248,7 +294,7 @@ async def wait_for(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.0005)
 
 
-async def frames_cpu(server: FanoutServer, clients: int, broadcasts: int, runs: int) -> list[float]:
+async def frames_cpu(server: FanoutServer, clients: int, broadcasts: int, runs: int) -> FramesCpu:
     """Server CPU per delivered frame, µs, one figure per run."""
     with server.start(clients + FD_MARGIN) as proc:
         target = Target(HOST, proc.port)
@@ -271,25 +317,36 @@ async def frames_cpu(server: FanoutServer, clients: int, broadcasts: int, runs: 
                 raise RuntimeError(f"{server.name}: {len(group.clients)}/{clients} connected, "
                                    f"errors {dict(group.errors)}")  # fmt: skip
             await asyncio.sleep(SETTLE_S)
-            results = []
+            results, softirq = [], []
             for _ in range(runs):
                 frames_before, cpu_before = group.frames, cpu_seconds(proc.pid)
+                softirq_before = ksoftirqd_seconds()
                 for _ in range(broadcasts):
                     goal = group.frames + len(group.clients)
                     await trigger()
                     await wait_for(lambda goal=goal: group.frames >= goal, f"{server.name} frames")
                 await asyncio.sleep(SETTLE_S)
                 cpu_with = cpu_seconds(proc.pid) - cpu_before
+                softirq_with = ksoftirqd_seconds() - softirq_before
                 frames = group.frames - frames_before
-                cpu_before = cpu_seconds(proc.pid)
+                cpu_before, softirq_before = cpu_seconds(proc.pid), ksoftirqd_seconds()
                 for _ in range(broadcasts):
                     await baseline()
                 await asyncio.sleep(SETTLE_S)
                 cpu_base = cpu_seconds(proc.pid) - cpu_before
-                results.append((cpu_with - cpu_base) / frames * 1e6)
+                softirq_base = ksoftirqd_seconds() - softirq_before
+                # /proc counts in clock ticks: rounded to 1 us, so that equal counts differ by 0.
+                results.append(round(cpu_with - cpu_base, 6) / frames * 1e6)
+                softirq.append(round(softirq_with - softirq_base, 6) / frames * 1e6)
             if group.errors or group.open_clients != len(group.clients):
                 raise RuntimeError(f"{server.name}: client errors {dict(group.errors)}")
-            return results
+            stats = {}
+            if server.stats_path:
+                status, body = await http.request("GET", server.stats_path)
+                if status != 200:
+                    raise RuntimeError(f"{server.name}: GET {server.stats_path}: {status}")
+                stats = json.loads(body)
+            return FramesCpu(results, softirq, stats)
         finally:
             group.close()
             http.close()
@@ -703,6 +760,7 @@ class Row:
     target: str = ""
     met: Callable[[float, float | None], bool] | None = None  # (ours, ratio) -> met?
     not_measured: str = ""  # why there is no figure (a service this machine lacks)
+    peer_not_measured: str = ""  # why the peer has no figure (a compiler this machine lacks)
 
     @property
     def ratio(self) -> float | None:
@@ -722,7 +780,7 @@ def fmt(value: float | None, unit: str) -> str:
 @dataclass
 class Report:
     size: str
-    cluster_only: bool = False
+    only: str | None = None
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -739,7 +797,7 @@ class Report:
         print(f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}")
         print(f"load: {uptime}")
         print(f"command: BENCH_SIZE={self.size} {Path(sys.executable).name} bench/bench_all.py"
-              + (" --only cluster" if self.cluster_only else ""))  # fmt: skip
+              + (f" --only {self.only}" if self.only else ""))  # fmt: skip
         print()
         header = ("figure", "this project", "peer/floor", "ratio", "target", "met?")
         lines = [header]
@@ -749,6 +807,8 @@ class Report:
             if row.met is not None and row.ours is not None and self.size != "tiny":
                 met = "yes" if row.met(row.ours, ratio) else "NO"
             peer = f"{row.peer_name} {fmt(row.peer, row.unit)}" if row.peer_name else "-"
+            if row.peer_not_measured:
+                peer = f"{row.peer_name} not measured: {row.peer_not_measured}"
             ours = fmt(row.ours, row.unit)
             if row.not_measured:
                 ours = f"not measured: {row.not_measured}"
@@ -781,21 +841,31 @@ def runs_text(values: list[float], unit: str) -> str:
     return f"{text} {unit}".rstrip()
 
 
-async def main_async(sizes: Sizes, report: Report, cluster_only: bool) -> None:
+async def main_async(sizes: Sizes, report: Report, only: str | None) -> None:
     started = time.monotonic()
 
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:5.0f} s] {text}", file=sys.stderr, flush=True)
 
-    if not cluster_only:
+    if only == "frames":
+        await frames_rows(sizes, report, say)
+        return
+    if only is None:
         await single_process_rows(sizes, report, say)
     await cluster_rows(sizes, report, say)
 
 
 async def single_process_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) -> None:
-    # 1. CPU per delivered frame
+    await frames_rows(sizes, report, say)
+    await other_rows(sizes, report, say)
+
+
+async def frames_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) -> None:
+    """1. CPU per delivered frame."""
     npm_problem = npm_peers()
     bun = npm_problem or bun_problem()
+    gilfree, uring = fanout_problems()
+    problems = {"socket.io": npm_problem, "bun": bun, "gilfree": gilfree, "uring": uring}
     servers = [
         FanoutServer("scoreboard", lambda n: scoreboard(n, interval=1), Protocol.SCOREBOARD,
                      "/ws?board=b", bearer=True),
@@ -806,21 +876,30 @@ async def single_process_rows(sizes: Sizes, report: Report, say: Callable[[str],
         FanoutServer("socket.io", peer("socket.io"), Protocol.SOCKETIO,
                      "/socket.io/?EIO=4&transport=websocket"),
         FanoutServer("bun", peer("bun"), Protocol.PLAIN, "/ws"),
+        FanoutServer("gilfree", peer("gilfree"), Protocol.PLAIN, "/ws", stats_path="/stats"),
+        FanoutServer("uring", peer("uring"), Protocol.PLAIN, "/ws", stats_path="/stats"),
     ]  # fmt: skip
     cpu: dict[str, float | None] = {}
     for server in servers:
-        problem = (
-            npm_problem if server.name == "socket.io" else bun if server.name == "bun" else None
-        )
+        problem = problems.get(server.name)
         if problem:
             report.notes.append(f"{server.name} not measured: {problem}")
             cpu[server.name] = None
             continue
         broadcasts = max(3, round(sizes.broadcasts * server.broadcasts_share))
         say(f"frames: {server.name}, {sizes.frames_clients} clients x {broadcasts} broadcasts")
-        values = await frames_cpu(server, sizes.frames_clients, broadcasts, sizes.frames_runs)
-        cpu[server.name] = median(values)
-        report.notes.append(f"CPU/frame {server.name}: {runs_text(values, 'us')}")
+        measured = await frames_cpu(server, sizes.frames_clients, broadcasts, sizes.frames_runs)
+        cpu[server.name] = median(measured.runs_us)
+        report.notes.append(
+            f"CPU/frame {server.name}: {runs_text(measured.runs_us, 'us')} (and ksoftirqd, "
+            f"not counted: {runs_text(measured.softirq_runs_us, 'us')})"
+        )
+        if measured.server_stats:
+            stats = measured.server_stats
+            report.notes.append(
+                f"{server.name}: {stats['short_writes']:,} of {stats['sockets']:,} sends fell "
+                f"short and went through the Python path, {stats['failed']:,} failed"
+            )
     n = f"{sizes.frames_clients:,}"
     ours = cpu["scoreboard"]
     report.rows += [
@@ -833,8 +912,15 @@ async def single_process_rows(sizes: Sizes, report: Report, say: Callable[[str],
             cpu["python-socketio"], "reference"),
         Row("  same, vs Tornado write_message", ours, "us", "write_message",
             cpu["write_message"], "reference"),
+        Row("  same, against a GIL-free C send loop (study)", ours, "us", "C send loop",
+            cpu["gilfree"], "reference", peer_not_measured=problems["gilfree"] or ""),
+        Row("  same, against that loop on io_uring (study)", ours, "us", "io_uring loop",
+            cpu["uring"], "reference", peer_not_measured=problems["uring"] or ""),
     ]  # fmt: skip
 
+
+async def other_rows(sizes: Sizes, report: Report, say: Callable[[str], None]) -> None:
+    """2.-5. Memory, latency, posts per second, ranking and start-up."""
     # 2. memory per idle connection
     mine, bare = [], []
     for run in range(sizes.memory_runs):
@@ -1062,9 +1148,11 @@ async def cluster_frames(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", choices=["cluster"], help="measure only these rows (cluster: section 6)"
+        "--only",
+        choices=["cluster", "frames"],
+        help="measure only these rows (cluster: section 6; frames: CPU per delivered frame)",
     )
-    cluster_only = parser.parse_args().only == "cluster"
+    only = parser.parse_args().only
     size = os.environ.get("BENCH_SIZE", "default")
     if size not in SIZES:
         sys.exit(f"bench_all: BENCH_SIZE must be one of {', '.join(SIZES)}, got {size!r}")
@@ -1073,9 +1161,9 @@ def main() -> None:
     bench_ws.raise_fd_limit(largest + FD_MARGIN)
     # SIGTERM unwinds like Ctrl-C, so every server started is stopped by the `finally`s.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    report = Report(size, cluster_only)
+    report = Report(size, only)
     started = time.monotonic()
-    asyncio.run(main_async(sizes, report, cluster_only))
+    asyncio.run(main_async(sizes, report, only))
     report.print(time.monotonic() - started)
 
 

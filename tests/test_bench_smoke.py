@@ -30,6 +30,7 @@ FIGURES = (
     "start-up to ready",
     "cross-process delivery p99",  # a figure, or "not measured: <reason>" without the services
     "frames/s, ",
+    "GIL-free C send loop",  # a figure, or "not measured: no C compiler"
 )
 
 
