@@ -3,8 +3,9 @@ frames in order, also to a client too slow to take them when they are sent: the 
 short go through Tornado's stream, and that socket stays out of the C loop until it caught up.
 
 Both loops: one send() per socket, and the same sends as io_uring requests. Needs a C compiler to
-build bench/peers/fanout_ext/fanout.c, and liburing for the second (skipped without them: the
-benchmark then says "not measured").
+build bench/peers/fanout_ext/fanout.c, and liburing for the second (skipped without them, as
+the benchmark then says "not measured"; a failure under SCOREBOARD_REQUIRE_SERVICES=1, and
+.ci/run installs both).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 
 import pytest
+from conftest import missing_service
 from server_process import REPO, free_port
 
 sys.path.insert(0, str(REPO / "bench" / "peers" / "fanout_ext"))
@@ -42,9 +44,9 @@ def peer(request, tmp_path):
     try:
         ext = fanout_build.build(tmp_path / "ext")
     except fanout_build.Unavailable as exc:
-        pytest.skip(f"fanout extension not built: {exc}")
+        missing_service(f"fanout extension not built: {exc}")
     if request.param == "uring" and (problem := fanout_build.uring_problem(ext)):
-        pytest.skip(f"io_uring loop not built: {problem}")
+        missing_service(f"io_uring loop not built: {problem}")
     port = free_port()
     log = (tmp_path / "peer.log").open("wb")
     process = subprocess.Popen(
