@@ -112,7 +112,8 @@ class Subscriber:
         self.ws: websocket.WebSocket | None = None
         self.connect()
 
-    def connect(self) -> None:
+    def connect(self) -> dict[str, Any]:
+        """Connect and subscribe; the snapshot that answers."""
         self.ws = websocket.create_connection(
             self.proxy.ws_url,
             header=[f"Authorization: Bearer {self.token}"],
@@ -122,7 +123,7 @@ class Subscriber:
             timeout=DEADLINE_S,
         )
         self.ws.send(json.dumps({"type": "subscribe", "data": {"board": self.board}}))
-        self.wait_for(lambda frame: frame["type"] == "snapshot")
+        return self.wait_for(lambda frame: frame["type"] == "snapshot")
 
     def wait_for(self, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Read frames (reconnecting if the connection is lost) until one matches."""
@@ -132,8 +133,9 @@ class Subscriber:
             try:
                 frame = json.loads(self.ws.recv())
             except (websocket.WebSocketException, OSError, ValueError):
-                self.reconnect()
-                continue
+                # The fresh snapshot may already hold what is waited for: no frame after it
+                # needs to come.
+                frame = self.reconnect()
             if frame["type"] in ("snapshot", "score_update") and frame["data"]["seq"] > self.seq:
                 self.seq = frame["data"]["seq"]
                 self.top = frame["data"]["top_10"]
@@ -141,14 +143,13 @@ class Subscriber:
                 return frame
         pytest.fail(f"no matching frame within {DEADLINE_S} s (last top: {self.top})")
 
-    def reconnect(self) -> None:
+    def reconnect(self) -> dict[str, Any]:
         self.reconnects += 1
         self.close()
         deadline = time.monotonic() + DEADLINE_S
         while True:
             try:
-                self.connect()
-                return
+                return self.connect()
             except (websocket.WebSocketException, OSError):
                 if time.monotonic() > deadline:
                     raise
