@@ -16,11 +16,13 @@ In cluster mode the hub is given a `ClusterFigures` (cluster/presence.py) and ad
 about the other processes to its own live figures (`user_count`, `online`, `stats`); the hub
 itself never touches Redis.
 
-Why one module of about 600 lines: rooms, heartbeats, expiry and the connection counts all read
+Why one module of about 850 lines: rooms, heartbeats, expiry and the connection counts all read
 and change the same connection tables (`_conns`, the ping slices, the expiry heap, the rooms)
 from one sweep timer, and a connection leaves all of them at once in `_forget`. Split by noun,
 those tables would have two owners and the close path two halves; what could go is gone
-(frames.py, pacing.py, connections.py, session.py).
+(frames.py, pacing.py, connections.py, session.py). The figures (`stats`, `online`,
+`presence_here`, about 100 lines that only read those tables) are the next piece that could
+leave.
 """
 
 from __future__ import annotations
