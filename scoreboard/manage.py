@@ -198,15 +198,7 @@ class Remote:
         return json.loads(raw) if raw else None
 
     def board_create(self, args: argparse.Namespace) -> list[str]:
-        body = {
-            "id": args.id,
-            "title": args.title,
-            "order": args.order,
-            "operator": args.operator,
-            "score_format": args.score_format,
-            "reset_schedule": args.reset_schedule,
-        }
-        made = self._call("POST", "/api/boards", body)
+        made = self._call("POST", "/api/boards", _create_body(args))
         return [f"created board {made['id']}"]
 
     def board_list(self, args: argparse.Namespace) -> list[str]:
@@ -258,15 +250,7 @@ class Direct:
 
     def board_create(self, args: argparse.Namespace) -> list[str]:
         # The API's create body: the same schema checks it, and fills in the other settings.
-        body = {
-            "id": args.id,
-            "title": args.title,
-            "order": args.order,
-            "operator": args.operator,
-            "score_format": args.score_format,
-            "reset_schedule": args.reset_schedule,
-        }
-        config = new_board(body, created_at=time.time())
+        config = new_board(_create_body(args), created_at=time.time())
         self.store.create_board_sync(config)
         return [f"created board {config.id}"]
 
@@ -324,6 +308,18 @@ class Direct:
 
 
 # -- output ------------------------------------------------------------------------------------
+
+
+def _create_body(args: argparse.Namespace) -> dict[str, Any]:
+    """`board create`'s flags as the API's create body, whichever way the command goes."""
+    return {
+        "id": args.id,
+        "title": args.title,
+        "order": args.order,
+        "operator": args.operator,
+        "score_format": args.score_format,
+        "reset_schedule": args.reset_schedule,
+    }
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,16 @@ from scoreboard.errors import ValidationFailed
 def delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
     """How much the metric sample `name` moved between two `metric_values()` reads."""
     return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+async def until(what: str, condition: Callable[[], bool], timeout: float = 20) -> None:
+    """Poll `condition()` on the running loop until it is true; fail naming `what` after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 def refusal(check: Callable[[Any], Any], value: Any) -> str:

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import pytest
+from helpers import until
 
 from scoreboard.app import redis_client
 from scoreboard.cluster.bus import ChangeBus
 from scoreboard.cluster.changes import BoardDeleted, Change, ScoreChange
 
 pytestmark = pytest.mark.redis
-
-
-async def until(what: str, condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def test_changes_reach_every_subscriber_and_a_lost_subscription_asks_for_a_resync(private_redis):

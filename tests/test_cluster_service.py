@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from helpers import until
 
 from scoreboard.auth import Identity, Role
 from scoreboard.cluster.pgwrites import ClusterScore
@@ -20,14 +20,6 @@ from scoreboard.errors import NotFound
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.gen_test(timeout=60)]
 
 SERVER = Identity(sub="game", role=Role.SERVER, name=None, exp=2**40)
-
-
-async def until(what: str, condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def standings(service, board_id: str) -> list[tuple[str, int]]:
